@@ -1,0 +1,344 @@
+"""
+Decoding loops: `cot` (plain token-by-token sampling, or greedy) and `lbr` (Local Branch
+Routing: grow -> route -> commit/prune/shift), batched over prompts of different lengths, with
+a KV cache. Each returns the committed tokens plus a typed record of everything that was
+sampled, which is what likelihood.py needs to recompute log P(τ) under new parameters.
+
+The KV cache of an LBR batch has three regions, per row:
+    [ tree: one slot per TreeShape slot | scratch: 1 | trunk: prompt + committed tokens ]
+A tree node's keys/values live at its slot; the committed trunk token at position s lives at
+trunk slot s. On commit, the chosen depth-1 node's keys/values are *copied* to the trunk (never
+recomputed); on shift, the tree region is gathered by the same static map as the tree itself.
+Forwards are batched over rows by slot: a slot that one row needs and another does not is
+forwarded for both, and the other row's result goes to the scratch slot and is ignored.
+A full K-ary tree (K, K, ..., K) only grows its last level after a shift: one forward of K^D
+new nodes per committed token. Other shapes need one forward per level they regrow.
+
+Run `python decode.py` for a readable trace of LBR on a tiny random model (per step: the
+tree with each node's token and log q, the router's probabilities, the committed token).
+`python decode.py --widths 3,1,1 --sampler distinct --steps 4` varies it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from model import ModelConfig, Transformer, autocast
+from router import Router, RouterConfig, RouterInput
+from tree import (LocalTree, TreeShape, check_sampler, children_table, parse_widths, sample_categorical,
+                  subtree_members)
+
+
+@dataclass
+class CotConfig:
+    temperature: float = 1.0  # T of p_θ (ignored for the choice when greedy; the record keeps log p at T)
+    greedy: bool = False  # argmax instead of sampling
+    max_new_tokens: int = 64  # generation stops after this many tokens (or at EOS)
+
+    def __post_init__(self) -> None:
+        _check_common(self.temperature, self.max_new_tokens)
+
+
+@dataclass
+class LBRConfig:
+    widths: tuple[int, ...] = (4, 2)  # children per node at depth 1..D ('4,2': 4 candidates, 2 continuations each)
+    sampler: str = "iid"  # sibling sampler: 'iid' or 'distinct' (without replacement)
+    temperature: float = 1.0  # T of p_θ for every node of the tree
+    router_temperature: float = 1.0  # T_r: π_φ = softmax(score / T_r)
+    greedy_router: bool = False  # commit the router's argmax instead of sampling (evaluation only)
+    max_new_tokens: int = 64  # tokens committed at most (stops earlier at EOS)
+
+    def __post_init__(self) -> None:
+        self.widths = parse_widths(self.widths)
+        _check_common(self.temperature, self.max_new_tokens)
+        if self.router_temperature <= 0:
+            raise ValueError(f"router_temperature={self.router_temperature}: must be > 0 "
+                             "(use greedy_router for an argmax router)")
+
+
+def _check_common(temperature: float, max_new_tokens: int) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature}: must be > 0 (use greedy decoding for T -> 0)")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
+
+
+@dataclass
+class SequenceTrajectory:
+    """A batch of `cot` rollouts: the committed tokens are everything that was sampled."""
+    temperature: float  # T the tokens were sampled at
+    prompt: Tensor  # (B, P) prompts, right-padded with 0
+    prompt_len: Tensor  # (B,)
+    completion: Tensor  # (B, T) committed tokens, 0 past `length`
+    length: Tensor  # (B,) committed tokens (EOS included when it was committed)
+    logp: Tensor  # (B, T) log p_θ(token | prefix) recorded while sampling, 0 past `length`
+
+    def recorded_logprob(self) -> Tensor:
+        return self.logp.sum(1)
+
+    def forward_tokens(self) -> Tensor:
+        """Model forward tokens spent after the prompt, per row: each committed token but the last."""
+        return (self.length - 1).clamp(min=0)
+
+
+@dataclass
+class TreeTrajectory:
+    """A batch of LBR rollouts: every node ever born and every router decision.
+
+    Nodes are indexed per row: the prompt tokens first (a chain), then the nodes in birth
+    order. Together they form the union tree of DESIGN §1 (the trunk of committed tokens with
+    every pruned subtree hanging off it); likelihood.py derives everything else (each step's
+    root, candidates and subtrees) from `parent` and `birth_step`.
+    """
+    cfg: LBRConfig  # how it was sampled (widths, sampler, temperatures); the replay uses the same
+    eos_id: int
+    prompt_len: Tensor  # (B,)
+    tokens: Tensor  # (B, M) token of every node
+    parent: Tensor  # (B, M) index of the parent node; -1 for the first prompt token and padding
+    birth_step: Tensor  # (B, M) step at which the node was sampled; -1 for prompt tokens and padding
+    logq: Tensor  # (B, M) log q(n) recorded at birth; 0 for prompt tokens and padding
+    n_nodes: Tensor  # (B,) prompt tokens + nodes born
+    choice: Tensor  # (B, S) router choice i_t: index of the committed candidate among the root's children
+    router_logp: Tensor  # (B, S, K) log π_φ(· | tree_t) over the candidates, recorded; 0 past `length`
+    completion: Tensor  # (B, S) committed tokens, 0 past `length`
+    length: Tensor  # (B,) steps taken = tokens committed
+
+    def recorded_logprob(self) -> Tensor:
+        """log P(τ) as the decoder saw it: Σ log q(n) + Σ_t log π(i_t | tree_t)."""
+        logpi = self.router_logp.gather(2, self.choice[..., None]).squeeze(2)
+        return self.logq.sum(1) + logpi.sum(1)
+
+    def forward_tokens(self) -> Tensor:
+        """Model forward tokens spent after the prompt, per row: every node born is forwarded once."""
+        return self.n_nodes - self.prompt_len
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _prefill(model: Transformer, prompts: list[list[int]], reserve: int, max_new: int,
+             lookahead: int) -> tuple:
+    """Forward the right-padded prompts into a fresh cache whose trunk starts at slot `reserve`.
+
+    Returns cache, prompt (B, P), prompt_len (B,), and the last prompt token's logits (B, V)
+    and hidden state (B, C).
+    """
+    cfg, device = model.cfg, model.embed_tokens.weight.device
+    if len(prompts) == 0 or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token (start it with a BOS token)")
+    P = max(len(p) for p in prompts)
+    if P + max_new + lookahead > cfg.max_seq_len:
+        raise ValueError(f"a prompt of {P} tokens + max_new_tokens={max_new} + lookahead depth {lookahead} "
+                         f"exceeds the model's context of {cfg.max_seq_len} tokens: shorten the prompt or "
+                         "lower max_new_tokens")
+    if any(not 0 <= t < cfg.vocab_size for p in prompts for t in p):
+        raise ValueError(f"prompt token ids must lie in [0, {cfg.vocab_size}); check the tokenizer")
+    B = len(prompts)
+    prompt = torch.zeros(B, P, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        prompt[b, : len(p)] = torch.tensor(p)
+    prompt = prompt.to(device)
+    plen = torch.tensor([len(p) for p in prompts], device=device)
+    cache = model.new_cache(B, reserve + P + max_new)
+    ar = torch.arange(P, device=device)
+    causal = ar[None, :] <= ar[:, None]  # (P, P); padding positions are never read by real tokens
+    mask = torch.cat([torch.zeros(P, reserve, dtype=torch.bool, device=device), causal], 1).expand(B, P, reserve + P)
+    h = model.hidden(prompt, ar.expand(B, P), mask, cache, (reserve + ar).expand(B, P))
+    h_last = h[torch.arange(B, device=device), plen - 1]  # (B, C)
+    return cache, prompt, plen, model.head(h_last), h_last
+
+
+@torch.no_grad()
+def decode_cot(model: Transformer, prompts: list[list[int]], cfg: CotConfig, eos_id: int,
+               generator: torch.Generator) -> SequenceTrajectory:
+    """Token-by-token sampling with a KV cache (the trunk is the whole cache)."""
+    with autocast(model.embed_tokens.weight.device):
+        T = cfg.max_new_tokens
+        cache, prompt, plen, logits, _ = _prefill(model, prompts, 0, T, 0)
+        B, device = len(prompts), prompt.device
+        out = torch.zeros(B, T, dtype=torch.long, device=device)
+        out_logp = torch.zeros(B, T, device=device)
+        length = plen.clone()  # tokens in the cache = position of the next token
+        n_gen = torch.zeros_like(plen)
+        active = torch.ones(B, dtype=torch.bool, device=device)
+        for t in range(T):
+            logp = (logits / cfg.temperature).log_softmax(-1)  # (B, V)
+            tok = logp.argmax(-1) if cfg.greedy else sample_categorical(logp, generator)
+            out[:, t] = torch.where(active, tok, 0)
+            out_logp[:, t] = torch.where(active, logp.gather(1, tok[:, None]).squeeze(1), 0.0)
+            n_gen += active
+            active &= (tok != eos_id) & (n_gen < T)
+            if not active.any():
+                break
+            # forward the new token at its position (= its slot); finished rows write past their end
+            n_keys = int(length.max()) + 1
+            mask = (torch.arange(n_keys, device=device) <= length[:, None])[:, None, :]  # (B, 1, n_keys)
+            logits, _ = model(tok[:, None], length[:, None], mask, cache, length[:, None])
+            logits = logits[:, 0]
+            length += active
+        L = int(n_gen.max())
+        return SequenceTrajectory(cfg.temperature, prompt, plen, out[:, :L], n_gen, out_logp[:, :L])
+
+
+@torch.no_grad()
+def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg: LBRConfig, eos_id: int,
+               generator: torch.Generator) -> TreeTrajectory:
+    """LBR decoding: at every step grow the local tree, route, commit, prune and shift."""
+    device = model.embed_tokens.weight.device
+    check_sampler(cfg.sampler, cfg.widths, model.cfg.vocab_size)
+    shape = TreeShape.from_widths(cfg.widths).to(device)
+    N, K, T = shape.n_slots, shape.n_cand, cfg.max_new_tokens
+    scratch, trunk0 = N, N + 1  # cache layout: [tree slots 0..N-1 | scratch | trunk]
+    with autocast(device):
+        cache, prompt, plen, logits, h = _prefill(model, prompts, trunk0, T, shape.max_depth)
+        B, P = prompt.shape
+        rows = torch.arange(B, device=device)
+
+        # the record: prompt chain, then nodes in birth order; column Mcap swallows ignored writes
+        Mcap = P + T * (N - 1)
+        tokens = torch.zeros(B, Mcap + 1, dtype=torch.long, device=device)
+        parent = torch.full_like(tokens, -1)
+        birth_step = torch.full_like(tokens, -1)
+        logq = torch.zeros(B, Mcap + 1, device=device)
+        ar = torch.arange(P, device=device)
+        tokens[:, :P] = prompt
+        parent[:, :P] = torch.where(ar < plen[:, None], ar - 1, -1)
+        n_nodes = plen.clone()
+        choice_rec = torch.zeros(B, T, dtype=torch.long, device=device)
+        router_logp = torch.zeros(B, T, K, device=device)
+        completion = torch.zeros(B, T, dtype=torch.long, device=device)
+
+        tree = LocalTree.start(shape, prompt[rows, plen - 1], (logits / cfg.temperature).log_softmax(-1), h, plen - 1)
+        length = plen.clone()  # trunk tokens (the root is the last one)
+        n_gen = torch.zeros_like(plen)
+        active = torch.ones(B, dtype=torch.bool, device=device)
+        cand = shape.subtree[:, 0]  # (K,) the depth-1 slots
+        tree_anc = shape.anc.clone()
+        tree_anc[:, 0] = False  # the root's keys/values live in the trunk, not in tree slot 0
+        for t in range(T):
+            # grow: wave by wave, sample every missing child whose parent is forwarded, then forward them
+            while True:
+                need = tree.missing(active, eos_id)  # (B, N)
+                cols = need.any(0).nonzero().squeeze(1)  # slots some row needs: (n,)
+                if len(cols) == 0:
+                    break
+                new_tok, new_logq = tree.sample_children(need, cols, cfg.sampler, generator)  # (B, n)
+                born = need[:, cols]
+                node = n_nodes[:, None] + born.cumsum(1) - 1  # record index of each new node
+                dst = torch.where(born, node, Mcap)
+                tokens.scatter_(1, dst, new_tok)
+                parent.scatter_(1, dst, tree.node[:, shape.parent[cols]])
+                birth_step.scatter_(1, dst, torch.full_like(dst, t))
+                logq.scatter_(1, dst, new_logq.float())
+                n_nodes += born.sum(1)
+                # a node at depth d sits at position (root position + d) and sees the trunk and its ancestors
+                n_trunk = int(length.max())
+                trunk_mask = torch.arange(n_trunk, device=device) < length[:, None]  # (B, n_trunk)
+                mask = torch.cat([tree_anc[cols].expand(B, -1, -1),
+                                  torch.zeros(B, len(cols), 1, dtype=torch.bool, device=device),
+                                  trunk_mask[:, None, :].expand(-1, len(cols), -1)], dim=2)
+                pos = (length - 1)[:, None] + shape.depth[cols]
+                logits, h = model(new_tok, pos, mask, cache, torch.where(born, cols, scratch))
+                tree.add(need, cols, new_tok, (logits / cfg.temperature).log_softmax(-1), h, node)
+
+            # route: score the depth-1 subtrees, draw the candidate to commit
+            cand_tok = tree.tok[:, cand]  # (B, K)
+            x = RouterInput(sub_hidden=tree.hidden[:, shape.subtree], sub_mask=tree.alive[:, shape.subtree],
+                            sub_depth=shape.subtree_depth, root_hidden=tree.hidden[:, 0],
+                            cand_emb=model.embed_tokens(cand_tok), cand_logp=tree.logp[:, 0].gather(1, cand_tok))
+            logpi = (router(x).float() / cfg.router_temperature).log_softmax(-1)  # (B, K)
+            choice = logpi.argmax(-1) if cfg.greedy_router else sample_categorical(logpi, generator)
+
+            # commit: the chosen node joins the trunk; its keys/values are copied, not recomputed
+            chosen = cand[choice]  # (B,) slot
+            tok = tree.tok[rows, chosen]
+            choice_rec[:, t] = torch.where(active, choice, 0)
+            router_logp[:, t] = torch.where(active[:, None], logpi, 0.0)
+            completion[:, t] = torch.where(active, tok, 0)
+            dst = torch.where(active, trunk0 + length, scratch)
+            cache.kv[:, :, rows, :, dst] = cache.kv[:, :, rows, :, chosen]
+            length += active
+            n_gen += active
+            active &= (tok != eos_id) & (n_gen < T)
+            if not active.any():
+                break
+            # prune + shift: the chosen subtree becomes the tree; move the cache's tree region alike
+            src = tree.commit(choice).clamp(min=0)  # (B, N)
+            kv = cache.kv[:, :, :, :, :N]
+            cache.kv[:, :, :, :, :N] = kv.gather(4, src[None, None, :, None, :, None].expand_as(kv))
+
+        M, S = int(n_nodes.max()), int(n_gen.max())
+        return TreeTrajectory(cfg=cfg, eos_id=eos_id, prompt_len=plen, tokens=tokens[:, :M], parent=parent[:, :M],
+                              birth_step=birth_step[:, :M], logq=logq[:, :M], n_nodes=n_nodes,
+                              choice=choice_rec[:, :S], router_logp=router_logp[:, :S], completion=completion[:, :S],
+                              length=n_gen)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a record back
+
+
+def trace_lbr(traj: TreeTrajectory, row: int = 0, itos=str) -> str:
+    """The steps of one LBR rollout, rebuilt from the record alone (not from decoder state).
+
+    For every step t: tree_t (descendants of step t's root born at a step <= t) with each
+    node's token, its log q and the step it was born at, the router's probabilities, and the
+    committed candidate.
+    """
+    widths, K = traj.cfg.widths, traj.cfg.widths[0]
+    n = int(traj.n_nodes[row])
+    parent = traj.parent[row : row + 1, :n]
+    children = children_table(parent, K)
+    tok, born, logq = traj.tokens[row, :n].tolist(), traj.birth_step[row, :n].tolist(), traj.logq[row, :n].tolist()
+    root, lines = int(traj.prompt_len[row]) - 1, []
+    lines.append("prompt: " + " ".join(itos(t) for t in tok[: root + 1]))
+    for t in range(int(traj.length[row])):
+        cand = children[0, root, :K]
+        members = subtree_members(children, traj.birth_step[row : row + 1, :n], cand.view(1, 1, K),
+                                  torch.tensor([[t]]), widths)[0, 0]  # (K, Ms)
+        probs = traj.router_logp[row, t].exp().tolist()
+        i = int(traj.choice[row, t])
+        lines.append(f"step {t}: root {itos(tok[root])!r}")
+        for k in range(K):
+            mark = "=>" if k == i else "  "
+            for m in members[k].tolist():
+                if m < 0:
+                    continue
+                d, a = 0, m
+                while a != int(cand[k]):
+                    a, d = int(parent[0, a]), d + 1
+                head = f"{mark} [{probs[k]:.2f}] " if m == int(cand[k]) else " " * 10
+                lines.append(f"  {head}{'  ' * d}{itos(tok[m])!r:>6}  log q {logq[m]:+.2f}  (born step {born[m]})")
+        root = int(cand[i])
+        lines.append(f"  commit {itos(tok[root])!r}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Trace LBR decoding on a tiny random model.")
+    ap.add_argument("--widths", default="3,2", help="tree widths, e.g. 4,2 or 3,1,1")
+    ap.add_argument("--sampler", default="iid", choices=["iid", "distinct"])
+    ap.add_argument("--steps", type=int, default=3, help="tokens to commit")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    letters = "abcdefghijk"
+    eos = len(letters)
+    itos = lambda t: "<eos>" if t == eos else letters[t]  # noqa: E731
+    torch.manual_seed(args.seed)  # weight init only; sampling uses the explicit generator below
+    model = Transformer(ModelConfig(vocab_size=eos + 1, n_layer=2, n_head=2, n_kv_head=1, n_embd=32,
+                                    intermediate_size=64, max_seq_len=64)).eval()
+    router = Router(RouterConfig(), model.cfg.n_embd, len(parse_widths(args.widths)))
+    torch.nn.init.normal_(router.mlp_out.weight, std=0.5)  # a non-uniform router, to make the trace interesting
+    cfg = LBRConfig(widths=args.widths, sampler=args.sampler, max_new_tokens=args.steps)
+    traj = decode_lbr(model, router, [[0, 1, 2]], cfg, eos, torch.Generator().manual_seed(args.seed))
+    print(trace_lbr(traj, 0, itos))
+    print(f"log P(τ) = {float(traj.recorded_logprob()[0]):.3f}: {int(traj.forward_tokens()[0])} nodes born "
+          f"for {int(traj.length[0])} committed tokens")
+
+
+if __name__ == "__main__":
+    main()

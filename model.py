@@ -1,0 +1,273 @@
+"""
+The language model p_θ: a decoder-only transformer written from scratch.
+
+Llama/Qwen2 family: RoPE positions, RMSNorm, SwiGLU MLP, grouped-query attention, optional
+q/k/v biases (Qwen2) and tied embeddings. The tiny GPT of the synthetic experiments is just a
+small config of the same code. Module names follow the Hugging Face layout so that a
+checkpoint's tensors map onto ours by name.
+
+What LBR needs from a model, and why the forward looks the way it does:
+- explicit position ids, because a node of the local tree sits at position
+  (length of the committed sequence - 1) + (its depth in the tree), whatever order it is
+  forwarded in;
+- an explicit boolean attention mask, because a tree node may only attend to its ancestors
+  (a causal mask is the special case of a chain);
+- a KV cache written at explicit slots, because the decoder keeps tree nodes and committed
+  tokens in different regions of the cache and moves them around on commit/shift;
+- the final hidden states, because the router reads them.
+
+Run `python model.py` to print the tiny config, its parameter count and a forward's shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 64  # number of token ids (V)
+    n_layer: int = 3  # transformer blocks
+    n_head: int = 4  # query heads
+    n_kv_head: int = 2  # key/value heads; n_head must be a multiple (GQA; equal = plain MHA)
+    n_embd: int = 128  # model width (C)
+    intermediate_size: int = 384  # hidden width of the SwiGLU MLP
+    max_seq_len: int = 512  # context the decoders enforce (RoPE itself has no hard limit)
+    rope_theta: float = 10000.0  # RoPE base
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+    qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them)
+    tie_embeddings: bool = True  # the LM head reuses the token embedding matrix
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        if self.n_head % self.n_kv_head != 0:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
+        if self.head_dim % 2 != 0:
+            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE; change n_embd or n_head")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def tiny(cls, vocab_size: int, max_seq_len: int = 512) -> "ModelConfig":
+        """The ~0.6M-parameter GPT of the synthetic experiments (trains on 2 CPU cores in minutes)."""
+        return cls(vocab_size=vocab_size, n_layer=3, n_head=4, n_kv_head=2, n_embd=128,
+                   intermediate_size=384, max_seq_len=max_seq_len)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto`: CUDA if present, then Apple MPS, else CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device):
+    """The one dtype policy: bf16 matmuls on CUDA, fp32 elsewhere; logits and losses always fp32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # normalise in fp32, scale in the input dtype (the order Llama/Qwen2 use)
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_cos_sin(pos: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos, sin of the rotary angles pos * theta^(-2i/d), each (B, T, head_dim), fp32."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    angles = pos.float()[..., None] * inv_freq  # (B, T, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (B, T, head_dim): the "rotate half" layout
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate (B, H, T, hd) by the angles of its positions: x*cos + rotate_half(x)*sin."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # broadcast over heads
+    return x * cos + rotated * sin
+
+
+class KVCache:
+    """Keys and values of every layer in one tensor (2, n_layer, B, n_kv_head, n_slots, head_dim).
+
+    A slot is just storage: the model writes a token's k/v at the slot the caller names, and a
+    query reads the slots its mask allows. One tensor, so that the decoder can move slots of
+    every layer at once (LBR's commit and shift are one gather each).
+    """
+
+    def __init__(self, cfg: ModelConfig, batch: int, n_slots: int, device: torch.device,
+                 dtype: torch.dtype):
+        self.kv = torch.zeros(2, cfg.n_layer, batch, cfg.n_kv_head, n_slots, cfg.head_dim,
+                              device=device, dtype=dtype)
+
+    @property
+    def n_slots(self) -> int:
+        return self.kv.shape[4]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
+                cache: tuple[Tensor, Tensor] | None, slots: Tensor | None) -> Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            # write the new keys/values at their slots, then read the first S slots (S = mask width)
+            cache_k, cache_v = cache  # (B, Hkv, n_slots, hd)
+            where = slots[:, None, :, None].expand(B, self.n_kv_head, T, self.head_dim)
+            cache_k.scatter_(2, where, k.to(cache_k.dtype))
+            cache_v.scatter_(2, where, v.to(cache_v.dtype))
+            S = mask.shape[-1]
+            k, v = cache_k[:, :, :S].to(q.dtype), cache_v[:, :, :S].to(q.dtype)
+        if mask is None:  # plain causal over the T new tokens
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, cache, slots) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, slots)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def hidden(self, idx: Tensor, pos: Tensor | None = None, mask: Tensor | None = None,
+               cache: KVCache | None = None, slots: Tensor | None = None) -> Tensor:
+        """Final hidden states (after the last norm), (B, T, C).
+
+        idx   (B, T) token ids.
+        pos   (B, T) position ids; default 0..T-1.
+        mask  (B, T, S) bool, mask[b, t, s]: query t may attend key s. Without a cache the keys
+              are the T new tokens (S = T); with a cache they are the cache's first S slots,
+              after the new tokens were written. Default (no cache only): causal.
+        cache a KVCache; the new tokens' keys/values are written at `slots` (B, T).
+        """
+        B, T = idx.shape
+        if pos is None:
+            pos = torch.arange(T, device=idx.device).expand(B, T)
+        if cache is not None and (mask is None or slots is None):
+            raise ValueError("a forward through the KV cache needs an explicit mask and slots")
+        cos, sin = rope_cos_sin(pos, self.cfg.head_dim, self.cfg.rope_theta)
+        x = self.embed_tokens(idx)  # (B, T, C)
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else (cache.kv[0, i], cache.kv[1, i])
+            x = layer(x, cos, sin, mask, layer_cache, slots)
+        return self.norm(x)
+
+    def head(self, h: Tensor) -> Tensor:
+        """Logits in fp32 from hidden states (..., C) -> (..., V)."""
+        return F.linear(h.float(), self.lm_head.weight.float())
+
+    def forward(self, idx: Tensor, pos: Tensor | None = None, mask: Tensor | None = None,
+                cache: KVCache | None = None, slots: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(logits (B, T, V) fp32, hidden (B, T, C)); arguments as in `hidden`."""
+        h = self.hidden(idx, pos, mask, cache, slots)
+        return self.head(h), h
+
+    def new_cache(self, batch: int, n_slots: int) -> KVCache:
+        p = self.embed_tokens.weight
+        dtype = torch.bfloat16 if p.device.type == "cuda" else p.dtype
+        return KVCache(self.cfg, batch, n_slots, p.device, dtype)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def save_model(model: Transformer, path: str, extra: dict | None = None) -> None:
+    """A checkpoint of our own models: config + state dict (+ anything else the caller keeps)."""
+    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), **(extra or {})}, path)
+
+
+def load_model(path: str, device: torch.device | str = "cpu") -> tuple[Transformer, dict]:
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model = Transformer(ModelConfig(**ckpt["config"])).to(device)
+    model.load_state_dict(ckpt["state_dict"])
+    return model, ckpt
+
+
+def main() -> None:
+    cfg = ModelConfig.tiny(vocab_size=64)
+    model = Transformer(cfg)
+    print(cfg)
+    print(f"parameters: {model.num_params() / 1e6:.2f}M")
+    idx = torch.randint(0, cfg.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
+    logits, h = model(idx)
+    print(f"idx {tuple(idx.shape)} -> logits {tuple(logits.shape)} {logits.dtype}, hidden {tuple(h.shape)}")
+    print(f"mean next-token entropy at init: {-(logits.log_softmax(-1).exp() * logits.log_softmax(-1)).sum(-1).mean():.3f}"
+          f" nats (uniform: {math.log(cfg.vocab_size):.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Small shared helpers for the tests: tiny random models and a chi-square test."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from model import ModelConfig, Transformer
+from router import Router, RouterConfig
+
+
+def tiny_model(vocab: int = 6, seed: int = 0, n_layer: int = 2, n_embd: int = 32, n_head: int = 4,
+               n_kv_head: int = 2, qkv_bias: bool = False, tie: bool = True, max_seq_len: int = 128,
+               scale: float = 1.0) -> Transformer:
+    """A random tiny model; `scale` multiplies the LM head so its distributions are far from uniform."""
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig(vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head,
+                                    n_embd=n_embd, intermediate_size=2 * n_embd, max_seq_len=max_seq_len,
+                                    qkv_bias=qkv_bias, tie_embeddings=tie))
+    with torch.no_grad():
+        for p in model.parameters():  # larger than the training init, so that positions and masks matter
+            p.add_(0.1 * torch.randn_like(p))
+        if qkv_bias:
+            for layer in model.layers:
+                layer.self_attn.q_proj.bias.normal_(0, 0.5)
+                layer.self_attn.k_proj.bias.normal_(0, 0.5)
+        if not tie:
+            model.lm_head.weight.mul_(scale)
+        else:
+            model.embed_tokens.weight.mul_(scale)
+    return model.eval()
+
+
+def random_router(model: Transformer, depth: int, features: str = "subtree", seed: int = 1, std: float = 1.0) -> Router:
+    """A router whose (normally zero) last layer is random: non-uniform, and every weight gets gradient."""
+    torch.manual_seed(seed)
+    router = Router(RouterConfig(features=features, width=16), model.cfg.n_embd, depth)
+    torch.nn.init.normal_(router.mlp_out.weight, std=std)
+    torch.nn.init.normal_(router.mlp_out.bias, std=std)
+    return router
+
+
+def chi2_pvalue(counts: Tensor, probs: Tensor, min_expected: float = 5.0) -> float:
+    """Pearson chi-square goodness of fit of `counts` to `probs`; cells with small expected counts
+    are pooled into one. Returns the p-value (regularised upper incomplete gamma)."""
+    counts, probs = counts.double().flatten(), probs.double().flatten()
+    n = counts.sum()
+    expected = probs / probs.sum() * n
+    small = expected < min_expected
+    if small.any():
+        counts = torch.cat([counts[~small], counts[small].sum()[None]])
+        expected = torch.cat([expected[~small], expected[small].sum()[None]])
+    stat = ((counts - expected) ** 2 / expected).sum()
+    df = len(counts) - 1
+    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), stat / 2))

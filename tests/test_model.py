@@ -1,0 +1,86 @@
+"""The transformer: tree attention equals plain forwards of every path; the KV cache equals no cache."""
+
+import pytest
+import torch
+
+from helpers import tiny_model
+from model import ModelConfig
+from tree import ancestor_mask
+
+
+def random_tree(n_prompt: int, n_nodes: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt chain with random nodes hanging off it (each node's parent comes before it)."""
+    g = torch.Generator().manual_seed(seed)
+    parent = list(range(-1, n_prompt - 1))
+    for n in range(n_prompt, n_prompt + n_nodes):
+        parent.append(int(torch.randint(n_prompt - 1, n, (1,), generator=g)))
+    tokens = torch.randint(0, vocab, (len(parent),), generator=g)
+    return tokens, torch.tensor(parent)
+
+
+def path_of(parent: torch.Tensor, n: int) -> list[int]:
+    path = []
+    while n >= 0:
+        path.append(n)
+        n = int(parent[n])
+    return path[::-1]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(n_kv_head=1, qkv_bias=True), dict(n_kv_head=4, tie=False)])
+def test_tree_forward_equals_path_forwards(kw):
+    model = tiny_model(vocab=11, **kw)
+    trees = [random_tree(4, 14, 11, seed=0), random_tree(2, 16, 11, seed=1)]
+    tokens = torch.stack([t for t, _ in trees])
+    parent = torch.stack([p for _, p in trees])
+    anc, depth = ancestor_mask(parent)
+    with torch.no_grad():
+        logits, hidden = model(tokens, depth, anc)
+        for b in range(2):
+            for n in range(tokens.shape[1]):
+                path = path_of(parent[b], n)
+                assert int(depth[b, n]) == len(path) - 1
+                ref_logits, ref_hidden = model(tokens[b, path][None])  # plain causal forward of the path
+                torch.testing.assert_close(logits[b, n], ref_logits[0, -1], atol=1e-5, rtol=0)
+                torch.testing.assert_close(hidden[b, n], ref_hidden[0, -1], atol=1e-5, rtol=0)
+
+
+def test_cached_forward_equals_uncached():
+    """Feeding a sequence through the cache in chunks, at scattered slots, gives the full forward."""
+    model = tiny_model(vocab=13)
+    g = torch.Generator().manual_seed(0)
+    seq = torch.randint(0, 13, (3, 12), generator=g)
+    with torch.no_grad():
+        ref_logits, ref_hidden = model(seq)
+        cache = model.new_cache(3, 20)
+        slot_of = torch.randperm(20, generator=g)[:12]  # token i lives at slot slot_of[i]
+        got = []
+        for a, b in [(0, 5), (5, 6), (6, 12)]:
+            mask = torch.zeros(b - a, 20, dtype=torch.bool)
+            for i in range(a, b):
+                mask[i - a, slot_of[: i + 1]] = True
+            pos = torch.arange(a, b).expand(3, -1)
+            logits, hidden = model(seq[:, a:b], pos, mask.expand(3, -1, -1), cache, slot_of[a:b].expand(3, -1))
+            got.append((logits, hidden))
+    torch.testing.assert_close(torch.cat([l for l, _ in got], 1), ref_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([h for _, h in got], 1), ref_hidden, atol=1e-5, rtol=0)
+
+
+def test_positions_are_relative():
+    """RoPE sees only relative positions: a uniform shift changes nothing, a stretched one does
+    (so a node given the wrong depth would be caught)."""
+    model = tiny_model(vocab=7)
+    seq = torch.tensor([[1, 2, 3, 4]])
+    pos = torch.arange(4)[None]
+    with torch.no_grad():
+        a, _ = model(seq, pos)
+        shifted, _ = model(seq, pos + 3)
+        stretched, _ = model(seq, 2 * pos)
+    torch.testing.assert_close(a, shifted, atol=1e-5, rtol=0)
+    assert (a - stretched).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kw", [dict(n_embd=30, n_head=4), dict(n_head=4, n_kv_head=3), dict(n_embd=12, n_head=4)])
+def test_bad_config_raises(kw):
+    base = dict(vocab_size=5, n_layer=1, n_head=2, n_kv_head=1, n_embd=16, intermediate_size=8)
+    with pytest.raises(ValueError):
+        ModelConfig(**{**base, **kw})

@@ -1,0 +1,326 @@
+"""
+The local tree of LBR, for a batch of sequences, and the union tree a trajectory leaves behind.
+
+The local tree (DESIGN §1) is rooted at the last committed token. Its shape is a widths tuple
+w = (w1, ..., wD): a node at depth d-1 has up to w_d children (EOS nodes have none). Widths
+must be non-increasing, so that the subtree kept after a commit always fits the shape again.
+
+Three parts:
+1. `TreeShape`: the static layout. Every possible node of a full tree of shape w gets a fixed
+   *slot* (the root is slot 0, then level order). Parents, depths, ancestor masks and the
+   commit/shift map are then small static tables, the same for every row of the batch.
+2. `LocalTree`: the live batched state (token, alive, forwarded, next-token log-probs, hidden
+   state, record index per slot) with the three operations of a decoding step: find the
+   missing children (`missing`), sample them (`sample_children`), commit a candidate and shift
+   (`commit`). The model forwards themselves happen in decode.py.
+3. Union-tree helpers for likelihood.py: every node ever born hangs off the committed trunk,
+   so a trajectory is one tree given by parent pointers; `ancestor_mask`, `children_table` and
+   `subtree_members` rebuild from those pointers what the decoder saw.
+
+The sibling samplers, with the probability q(n) each assigns to a new node (DESIGN §1):
+  iid       children are independent draws:            q(n) = p(t)
+  distinct  without replacement among siblings:        q(n) = p(t) / (1 - Σ_{earlier siblings s} p(s))
+`birth_logq` computes log q(n); the decoder and the replay both call it.
+
+Run `python tree.py 4,2` to print the slot layout and shift map of a shape.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+SAMPLERS = ("iid", "distinct")
+
+
+def parse_widths(widths: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """'4,2' or (4, 2) -> (4, 2), checked: at least one level, every width >= 1, non-increasing."""
+    if isinstance(widths, str):
+        try:
+            widths = tuple(int(w) for w in widths.split(","))
+        except ValueError:
+            raise ValueError(f"widths {widths!r}: give comma-separated integers such as '4,2' or '3,1,1'") from None
+    widths = tuple(int(w) for w in widths)
+    if len(widths) == 0 or any(w < 1 for w in widths):
+        raise ValueError(f"widths {widths}: need at least one level and every width >= 1, e.g. (4, 2)")
+    if any(a < b for a, b in zip(widths, widths[1:])):
+        raise ValueError(f"widths {widths} must be non-increasing (e.g. (4, 2) or (3, 1, 1)): after a commit "
+                         "the chosen subtree becomes the tree, so deeper levels cannot be wider")
+    return widths
+
+
+@dataclass(frozen=True)
+class TreeShape:
+    """The slot layout of a full tree of shape `widths` (N slots; slot 0 is the root)."""
+    widths: tuple[int, ...]
+    parent: Tensor  # (N,) parent slot; -1 for the root
+    depth: Tensor  # (N,) depth of the slot (root 0)
+    sib: Tensor  # (N,) index among its siblings = birth order among them
+    children: Tensor  # (N, W) child slots in sibling order, -1 where none (W = w1 = the widest level)
+    anc: Tensor  # (N, N) bool: anc[j, k] = slot k is j or an ancestor of j
+    shift: Tensor  # (w1, N): after committing candidate i, new slot j holds old slot shift[i, j]; -1 = empty
+    subtree: Tensor  # (w1, Ms) slots of candidate i's subtree in level order (the candidate first)
+    subtree_depth: Tensor  # (Ms,) depth of those slots below the candidate (0 for the candidate)
+
+    @staticmethod
+    def from_widths(widths: str | tuple[int, ...]) -> "TreeShape":
+        widths = parse_widths(widths)
+        D = len(widths)
+        # a slot is a path (c1, ..., cd) of child indices from the root, c_k < w_k; level order
+        paths: list[tuple[int, ...]] = [()]
+        for d in range(D):
+            paths += [p + (c,) for p in paths if len(p) == d for c in range(widths[d])]
+        slot = {p: j for j, p in enumerate(paths)}
+        N, W = len(paths), widths[0]
+        parent = torch.tensor([slot[p[:-1]] if p else -1 for p in paths])
+        children = torch.full((N, W), -1)
+        anc = torch.zeros(N, N, dtype=torch.bool)
+        for j, p in enumerate(paths):
+            if p:
+                children[slot[p[:-1]], p[-1]] = j
+                anc[j] = anc[slot[p[:-1]]]  # a node's mask row is its parent's row ...
+            anc[j, j] = True  # ... plus itself
+        # committing candidate i turns the old path (i, c1, ..., cd) into the new path (c1, ..., cd)
+        shift = torch.tensor([[slot.get((i,) + p, -1) for p in paths] for i in range(W)])
+        subtree = torch.tensor([[j for j, p in enumerate(paths) if p[:1] == (i,)] for i in range(W)])
+        return TreeShape(
+            widths=widths, parent=parent, depth=torch.tensor([len(p) for p in paths]),
+            sib=torch.tensor([p[-1] if p else 0 for p in paths]), children=children, anc=anc,
+            shift=shift, subtree=subtree, subtree_depth=torch.tensor([len(p) - 1 for p in paths if p[:1] == (0,)]))
+
+    def to(self, device: torch.device | str) -> "TreeShape":
+        return replace(self, **{f.name: getattr(self, f.name).to(device)
+                                for f in fields(self) if isinstance(getattr(self, f.name), Tensor)})
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.parent)
+
+    @property
+    def n_cand(self) -> int:
+        return self.widths[0]
+
+    @property
+    def max_depth(self) -> int:
+        return len(self.widths)
+
+    def layout(self) -> str:
+        """Human-readable table of slots (used by `python tree.py`)."""
+        rows = [f"widths {self.widths}: {self.n_slots} slots, subtree size {self.subtree.shape[1]}",
+                "slot depth parent sib  shift[i] for i = 0..w1-1"]
+        for j in range(self.n_slots):
+            rows.append(f"{j:4d} {int(self.depth[j]):5d} {int(self.parent[j]):6d} {int(self.sib[j]):3d}  "
+                        + " ".join(f"{int(s):3d}" for s in self.shift[:, j]))
+        return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+
+
+def sample_categorical(logp: Tensor, generator: torch.Generator) -> Tensor:
+    """One draw per row of log-probabilities (..., V) -> (...,), by the Gumbel-max trick.
+
+    argmax(log p + G) with G iid Gumbel(0, 1) is an exact draw from p; it needs no normalised
+    probabilities, so tokens masked to -inf are never drawn and underflow cannot bite.
+    """
+    u = torch.rand(logp.shape, generator=generator, device=logp.device)
+    return (logp - torch.log(-torch.log(u))).argmax(-1)
+
+
+def birth_logq(lp: Tensor, sib_lp: Tensor, sib_before: Tensor, sampler: str) -> Tensor:
+    """log q(n) of a new node, from log-probs under its parent's next-token distribution.
+
+    lp (...) log p(t) of the node's token; sib_lp (..., W) log p(s) of its siblings' tokens;
+    sib_before (..., W) bool: that sibling was born before the node.
+    iid: log p(t). distinct: log p(t) - log(1 - Σ_{s born before} p(s)).
+    """
+    if sampler == "iid":
+        return lp
+    taken = (sib_lp.exp() * sib_before).sum(-1)
+    return lp - torch.log1p(-taken.clamp(max=1 - 1e-7))
+
+
+def check_sampler(sampler: str, widths: tuple[int, ...], vocab_size: int) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r}: choose one of {SAMPLERS}")
+    if sampler == "distinct" and max(widths) > vocab_size:
+        raise ValueError(f"the distinct sampler draws siblings without replacement, so no width may exceed "
+                         f"the vocabulary ({vocab_size}); got widths {widths}: lower them or use --sampler iid")
+
+
+# ---------------------------------------------------------------------------------------------
+# the live tree of a batch of rows
+
+
+@dataclass
+class LocalTree:
+    """The local trees of B rows, stored by slot (see TreeShape). Slot 0 is the root."""
+    shape: TreeShape
+    tok: Tensor  # (B, N) token of each slot
+    alive: Tensor  # (B, N) bool: the slot holds a node
+    logp: Tensor  # (B, N, V) log p_θ(· | x, path to the slot) at temperature T, once forwarded
+    hidden: Tensor  # (B, N, C) post-node hidden state, once forwarded
+    node: Tensor  # (B, N) index of the slot's node in the trajectory record
+
+    @staticmethod
+    def start(shape: TreeShape, root_tok: Tensor, root_logp: Tensor, root_hidden: Tensor,
+              root_node: Tensor) -> "LocalTree":
+        """A tree holding only its root (the last prompt token), already forwarded."""
+        B, N = root_tok.shape[0], shape.n_slots
+        tree = LocalTree(
+            shape=shape,
+            tok=torch.zeros(B, N, dtype=torch.long, device=root_tok.device),
+            alive=torch.zeros(B, N, dtype=torch.bool, device=root_tok.device),
+            logp=root_logp.new_zeros(B, N, root_logp.shape[-1]),
+            hidden=root_hidden.new_zeros(B, N, root_hidden.shape[-1]),
+            node=torch.zeros(B, N, dtype=torch.long, device=root_tok.device))
+        tree.tok[:, 0], tree.alive[:, 0] = root_tok, True
+        tree.logp[:, 0], tree.hidden[:, 0], tree.node[:, 0] = root_logp, root_hidden, root_node
+        return tree
+
+    def missing(self, active: Tensor, eos_id: int) -> Tensor:
+        """(B, N) bool: empty slots whose parent is alive, forwarded and not EOS, in active rows.
+
+        Every alive node is forwarded in the wave it is born, so "parent alive" already means
+        "parent forwarded": the children of a node born in this wave wait for the next wave.
+        """
+        par = self.shape.parent.clamp(min=0)
+        can_have_children = self.alive & (self.tok != eos_id)  # (B, N)
+        return can_have_children[:, par] & (self.shape.parent >= 0) & ~self.alive & active[:, None]
+
+    def sample_children(self, need: Tensor, cols: Tensor, sampler: str,
+                        generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Draw a token for every needed slot in `cols` (n,); returns tok, logq, each (B, n).
+
+        Rows where a slot is not needed get a token too (ignored by the caller).
+        """
+        par = self.shape.parent[cols]  # (n,)
+        logp = self.logp[:, par]  # (B, n, V) the parents' next-token distributions
+        sibs = self.shape.children[par]  # (n, W) slots of all children of the same parent
+        sib_ok = sibs >= 0
+        sibs = sibs.clamp(min=0)
+        before = sib_ok & (self.shape.sib[sibs] < self.shape.sib[cols][:, None])  # (n, W) born earlier
+        tok = self.tok.clone()
+        if sampler == "iid":
+            tok[:, cols] = sample_categorical(logp, generator)
+        else:
+            # siblings in birth order: each draw excludes the tokens of the siblings before it
+            # (kept ones from earlier steps, and those drawn just now)
+            present = self.alive | need  # (B, N)
+            for c in self.shape.sib[cols].unique().tolist():
+                at = (self.shape.sib[cols] == c).nonzero().squeeze(1)
+                excl = before[at] & present[:, sibs[at]]  # (B, n_c, W)
+                counts = torch.zeros_like(logp[:, at]).scatter_add_(-1, tok[:, sibs[at]], excl.to(logp.dtype))
+                tok[:, cols[at]] = sample_categorical(logp[:, at].masked_fill(counts > 0, float("-inf")), generator)
+        sib_before = before & (self.alive | need)[:, sibs]  # (B, n, W)
+        lp = logp.gather(-1, tok[:, cols, None]).squeeze(-1)
+        logq = birth_logq(lp, logp.gather(-1, tok[:, sibs]), sib_before, sampler)
+        return tok[:, cols], logq
+
+    def add(self, need: Tensor, cols: Tensor, tok: Tensor, logp: Tensor, hidden: Tensor,
+            node: Tensor) -> None:
+        """Store the nodes just born and forwarded in slots `cols` (where `need`)."""
+        n = need[:, cols]  # (B, n)
+        self.tok[:, cols] = torch.where(n, tok, self.tok[:, cols])
+        self.logp[:, cols] = torch.where(n[..., None], logp, self.logp[:, cols])
+        self.hidden[:, cols] = torch.where(n[..., None], hidden.to(self.hidden.dtype), self.hidden[:, cols])
+        self.node[:, cols] = torch.where(n, node, self.node[:, cols])
+        self.alive[:, cols] |= n
+
+    def commit(self, choice: Tensor) -> Tensor:
+        """Commit depth-1 candidate `choice` (B,), prune the other candidates' subtrees, shift.
+
+        The chosen candidate becomes the root, its depth-2 nodes become depth 1, and so on:
+        one gather by the static shift map. Returns that map per row, (B, N), -1 = empty slot,
+        so the caller can move the KV cache's tree region the same way.
+        """
+        src = self.shape.shift[choice]  # (B, N)
+        keep = src >= 0
+        idx = src.clamp(min=0)
+        self.tok = self.tok.gather(1, idx)
+        self.alive = self.alive.gather(1, idx) & keep
+        self.node = self.node.gather(1, idx)
+        self.logp = self.logp.gather(1, idx[..., None].expand(-1, -1, self.logp.shape[-1]))
+        self.hidden = self.hidden.gather(1, idx[..., None].expand(-1, -1, self.hidden.shape[-1]))
+        return src
+
+
+# ---------------------------------------------------------------------------------------------
+# the union tree of a recorded trajectory
+
+
+def ancestor_mask(parent: Tensor) -> tuple[Tensor, Tensor]:
+    """From parent pointers (B, M) (-1: no parent) to anc (B, M, M) bool and depth (B, M).
+
+    anc[b, n, m]: node m is n or an ancestor of n, the attention mask of a tree forward;
+    depth[b, n]: number of ancestors, the node's position id.
+    """
+    B, M = parent.shape
+    anc = torch.eye(M, dtype=torch.bool, device=parent.device).repeat(B, 1, 1)
+    depth = torch.zeros_like(parent)
+    cur = parent.clone()
+    while True:  # walk every node up its path one step at a time (as many steps as the deepest node)
+        b, n = (cur >= 0).nonzero(as_tuple=True)
+        if len(b) == 0:
+            return anc, depth
+        anc[b, n, cur[b, n]] = True
+        depth[b, n] += 1
+        cur[b, n] = parent[b, cur[b, n]]
+
+
+def children_table(parent: Tensor, width: int) -> Tensor:
+    """(B, M, width): the children of every node in birth order (= index order), -1 where none.
+
+    Sort the nodes by (parent, index); a node's rank among its siblings is its distance from
+    the first node of its parent's group.
+    """
+    B, M = parent.shape
+    idx = torch.arange(M, device=parent.device).expand(B, M)
+    has_parent = parent >= 0
+    order = (torch.where(has_parent, parent, M) * M + idx).argsort(dim=1)
+    par_sorted = parent.gather(1, order)
+    first = torch.ones_like(has_parent)
+    first[:, 1:] = par_sorted[:, 1:] != par_sorted[:, :-1]
+    start = torch.where(first, idx, 0).cummax(dim=1).values
+    rank = torch.empty_like(order).scatter_(1, order, idx - start)
+    assert bool((rank[has_parent] < width).all()), "a node has more children than the widest level"
+    table = torch.full((B, M + 1, width), -1, dtype=torch.long, device=parent.device)
+    b = torch.arange(B, device=parent.device)[:, None].expand(B, M)
+    table[b, torch.where(has_parent, parent, M), torch.where(has_parent, rank, 0)] = torch.where(has_parent, idx, -1)
+    return table[:, :M]
+
+
+def subtree_members(children: Tensor, birth_step: Tensor, cand: Tensor, step: Tensor,
+                    widths: tuple[int, ...]) -> Tensor:
+    """Nodes of each candidate's depth-1 subtree in tree_t, level order: (B, S, K, Ms), -1 = none.
+
+    children (B, M, W) from `children_table`; birth_step (B, M); cand (B, S, K) the candidates
+    (-1 = none) and step (B, S) the step t they were candidates at. tree_t holds the descendants
+    of step t's root born at a step <= t. A node at depth d of tree_t then has at most w_{d+1}
+    children, and children are listed in birth order, so those in tree_t are the first
+    w_{d+1}; later-born ones (the chosen candidate grows on after step t) fail the birth-step
+    test. The result has the decoder's slot layout (TreeShape.subtree).
+    """
+    B, S, K = cand.shape
+    W = children.shape[-1]
+    level, levels = cand[..., None], [cand[..., None]]  # (B, S, K, n_level)
+    for w in widths[1:]:
+        flat = level.reshape(B, -1, 1)
+        kids = children.gather(1, flat.clamp(min=0).expand(-1, -1, W))[..., :w]  # (B, S*K*n_level, w)
+        level = torch.where(flat >= 0, kids, -1).reshape(B, S, K, -1)
+        levels.append(level)
+    members = torch.cat(levels, dim=-1)  # (B, S, K, Ms)
+    born = birth_step.gather(1, members.clamp(min=0).reshape(B, -1)).reshape(members.shape)
+    return torch.where((members >= 0) & (born <= step[..., None, None]), members, -1)
+
+
+def main() -> None:
+    print(TreeShape.from_widths(sys.argv[1] if len(sys.argv) > 1 else "4,2").layout())
+
+
+if __name__ == "__main__":
+    main()
