@@ -194,7 +194,7 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
     N, K, T = shape.n_slots, shape.n_cand, cfg.max_new_tokens
     scratch, trunk0 = N, N + 1  # cache layout: [tree slots 0..N-1 | scratch | trunk]
     with autocast(device):
-        cache, prompt, plen, logits, h = _prefill(model, prompts, trunk0, T, shape.max_depth)
+        cache, prompt, plen, _, h = _prefill(model, prompts, trunk0, T, shape.max_depth)
         B, P = prompt.shape
         rows = torch.arange(B, device=device)
 
@@ -212,7 +212,12 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
         router_logp = torch.zeros(B, T, K, device=device)
         completion = torch.zeros(B, T, dtype=torch.long, device=device)
 
-        tree = LocalTree.start(shape, prompt[rows, plen - 1], (logits / cfg.temperature).log_softmax(-1), h, plen - 1)
+        tree = LocalTree.start(shape, prompt[rows, plen - 1], h, plen - 1)
+
+        def next_logp(hidden: Tensor) -> Tensor:
+            """log p_θ(· | node) at temperature T from the node's hidden state: (..., C) -> (..., V)."""
+            return (model.head(hidden) / cfg.temperature).log_softmax(-1)
+
         length = plen.clone()  # trunk tokens (the root is the last one)
         n_gen = torch.zeros_like(plen)
         active = torch.ones(B, dtype=torch.bool, device=device)
@@ -226,7 +231,8 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
                 cols = need.any(0).nonzero().squeeze(1)  # slots some row needs: (n,)
                 if len(cols) == 0:
                     break
-                new_tok, new_logq = tree.sample_children(need, cols, cfg.sampler, generator)  # (B, n)
+                parents_logp = next_logp(tree.hidden[:, shape.parent[cols]])  # (B, n, V)
+                new_tok, new_logq = tree.sample_children(need, cols, parents_logp, cfg.sampler, generator)  # (B, n)
                 born = need[:, cols]
                 node = n_nodes[:, None] + born.cumsum(1) - 1  # record index of each new node
                 dst = torch.where(born, node, Mcap)
@@ -242,14 +248,14 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
                                   torch.zeros(B, len(cols), 1, dtype=torch.bool, device=device),
                                   trunk_mask[:, None, :].expand(-1, len(cols), -1)], dim=2)
                 pos = (length - 1)[:, None] + shape.depth[cols]
-                logits, h = model(new_tok, pos, mask, cache, torch.where(born, cols, scratch))
-                tree.add(need, cols, new_tok, (logits / cfg.temperature).log_softmax(-1), h, node)
+                h = model.hidden(new_tok, pos, mask, cache, torch.where(born, cols, scratch))
+                tree.add(need, cols, new_tok, h, node)
 
             # route: score the depth-1 subtrees, draw the candidate to commit
             cand_tok = tree.tok[:, cand]  # (B, K)
             x = RouterInput(sub_hidden=tree.hidden[:, shape.subtree], sub_mask=tree.alive[:, shape.subtree],
                             sub_depth=shape.subtree_depth, root_hidden=tree.hidden[:, 0],
-                            cand_emb=model.embed_tokens(cand_tok), cand_logp=tree.logp[:, 0].gather(1, cand_tok))
+                            cand_emb=model.embed_tokens(cand_tok), cand_logp=next_logp(tree.hidden[:, 0]).gather(1, cand_tok))
             logpi = (router(x).float() / cfg.router_temperature).log_softmax(-1)  # (B, K)
             choice = logpi.argmax(-1) if cfg.greedy_router else sample_categorical(logpi, generator)
 

@@ -156,7 +156,7 @@ class Attention(nn.Module):
         if mask is None:  # plain causal over the T new tokens
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None].to(q.dtype), enable_gqa=True)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -221,6 +221,8 @@ class Transformer(nn.Module):
             raise ValueError("a forward through the KV cache needs an explicit mask and slots")
         cos, sin = rope_cos_sin(pos, self.cfg.head_dim, self.cfg.rope_theta)
         x = self.embed_tokens(idx)  # (B, T, C)
+        if mask is not None:  # boolean -> additive once, not once per layer inside attention
+            mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.kv[0, i], cache.kv[1, i])
             x = layer(x, cos, sin, mask, layer_cache, slots)

@@ -9,10 +9,11 @@ Three parts:
 1. `TreeShape`: the static layout. Every possible node of a full tree of shape w gets a fixed
    *slot* (the root is slot 0, then level order). Parents, depths, ancestor masks and the
    commit/shift map are then small static tables, the same for every row of the batch.
-2. `LocalTree`: the live batched state (token, alive, forwarded, next-token log-probs, hidden
-   state, record index per slot) with the three operations of a decoding step: find the
-   missing children (`missing`), sample them (`sample_children`), commit a candidate and shift
-   (`commit`). The model forwards themselves happen in decode.py.
+2. `LocalTree`: the live batched state (token, alive, hidden state, record index per slot)
+   with the operations of a decoding step: find the missing children (`missing`), sample them
+   (`sample_children`), store them once forwarded (`add`), commit a candidate and shift
+   (`commit`). The model forwards happen in decode.py, which also turns a parent's hidden state
+   into its next-token log-probs when its children are sampled (so no (B, N, V) table is kept).
 3. Union-tree helpers for likelihood.py: every node ever born hangs off the committed trunk,
    so a trajectory is one tree given by parent pointers; `ancestor_mask`, `children_table` and
    `subtree_members` rebuild from those pointers what the decoder saw.
@@ -161,45 +162,41 @@ class LocalTree:
     """The local trees of B rows, stored by slot (see TreeShape). Slot 0 is the root."""
     shape: TreeShape
     tok: Tensor  # (B, N) token of each slot
-    alive: Tensor  # (B, N) bool: the slot holds a node
-    logp: Tensor  # (B, N, V) log p_θ(· | x, path to the slot) at temperature T, once forwarded
-    hidden: Tensor  # (B, N, C) post-node hidden state, once forwarded
+    alive: Tensor  # (B, N) bool: the slot holds a node (every node is forwarded in the wave it is born)
+    hidden: Tensor  # (B, N, C) post-node hidden state
     node: Tensor  # (B, N) index of the slot's node in the trajectory record
 
     @staticmethod
-    def start(shape: TreeShape, root_tok: Tensor, root_logp: Tensor, root_hidden: Tensor,
-              root_node: Tensor) -> "LocalTree":
+    def start(shape: TreeShape, root_tok: Tensor, root_hidden: Tensor, root_node: Tensor) -> "LocalTree":
         """A tree holding only its root (the last prompt token), already forwarded."""
         B, N = root_tok.shape[0], shape.n_slots
         tree = LocalTree(
             shape=shape,
             tok=torch.zeros(B, N, dtype=torch.long, device=root_tok.device),
             alive=torch.zeros(B, N, dtype=torch.bool, device=root_tok.device),
-            logp=root_logp.new_zeros(B, N, root_logp.shape[-1]),
             hidden=root_hidden.new_zeros(B, N, root_hidden.shape[-1]),
             node=torch.zeros(B, N, dtype=torch.long, device=root_tok.device))
         tree.tok[:, 0], tree.alive[:, 0] = root_tok, True
-        tree.logp[:, 0], tree.hidden[:, 0], tree.node[:, 0] = root_logp, root_hidden, root_node
+        tree.hidden[:, 0], tree.node[:, 0] = root_hidden, root_node
         return tree
 
     def missing(self, active: Tensor, eos_id: int) -> Tensor:
-        """(B, N) bool: empty slots whose parent is alive, forwarded and not EOS, in active rows.
+        """(B, N) bool: empty slots whose parent is alive (hence forwarded) and not EOS, in active rows.
 
-        Every alive node is forwarded in the wave it is born, so "parent alive" already means
-        "parent forwarded": the children of a node born in this wave wait for the next wave.
+        Called once per wave: the children of a node born in this wave wait for the next one.
         """
         par = self.shape.parent.clamp(min=0)
         can_have_children = self.alive & (self.tok != eos_id)  # (B, N)
         return can_have_children[:, par] & (self.shape.parent >= 0) & ~self.alive & active[:, None]
 
-    def sample_children(self, need: Tensor, cols: Tensor, sampler: str,
+    def sample_children(self, need: Tensor, cols: Tensor, logp: Tensor, sampler: str,
                         generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Draw a token for every needed slot in `cols` (n,); returns tok, logq, each (B, n).
 
-        Rows where a slot is not needed get a token too (ignored by the caller).
+        logp (B, n, V): the next-token log-probs of each slot's parent. Rows where a slot is not
+        needed get a token too (ignored by the caller).
         """
         par = self.shape.parent[cols]  # (n,)
-        logp = self.logp[:, par]  # (B, n, V) the parents' next-token distributions
         sibs = self.shape.children[par]  # (n, W) slots of all children of the same parent
         sib_ok = sibs >= 0
         sibs = sibs.clamp(min=0)
@@ -221,12 +218,10 @@ class LocalTree:
         logq = birth_logq(lp, logp.gather(-1, tok[:, sibs]), sib_before, sampler)
         return tok[:, cols], logq
 
-    def add(self, need: Tensor, cols: Tensor, tok: Tensor, logp: Tensor, hidden: Tensor,
-            node: Tensor) -> None:
+    def add(self, need: Tensor, cols: Tensor, tok: Tensor, hidden: Tensor, node: Tensor) -> None:
         """Store the nodes just born and forwarded in slots `cols` (where `need`)."""
         n = need[:, cols]  # (B, n)
         self.tok[:, cols] = torch.where(n, tok, self.tok[:, cols])
-        self.logp[:, cols] = torch.where(n[..., None], logp, self.logp[:, cols])
         self.hidden[:, cols] = torch.where(n[..., None], hidden.to(self.hidden.dtype), self.hidden[:, cols])
         self.node[:, cols] = torch.where(n, node, self.node[:, cols])
         self.alive[:, cols] |= n
@@ -244,7 +239,6 @@ class LocalTree:
         self.tok = self.tok.gather(1, idx)
         self.alive = self.alive.gather(1, idx) & keep
         self.node = self.node.gather(1, idx)
-        self.logp = self.logp.gather(1, idx[..., None].expand(-1, -1, self.logp.shape[-1]))
         self.hidden = self.hidden.gather(1, idx[..., None].expand(-1, -1, self.hidden.shape[-1]))
         return src
 
@@ -258,12 +252,14 @@ def ancestor_mask(parent: Tensor) -> tuple[Tensor, Tensor]:
 
     anc[b, n, m]: node m is n or an ancestor of n, the attention mask of a tree forward;
     depth[b, n]: number of ancestors, the node's position id.
+    Every node walks up its path one step per round (as many rounds as the deepest node).
+    Pointer doubling needs fewer rounds but copies B*M*M bools in each: slower on CPU here.
     """
     B, M = parent.shape
     anc = torch.eye(M, dtype=torch.bool, device=parent.device).repeat(B, 1, 1)
     depth = torch.zeros_like(parent)
     cur = parent.clone()
-    while True:  # walk every node up its path one step at a time (as many steps as the deepest node)
+    while True:
         b, n = (cur >= 0).nonzero(as_tuple=True)
         if len(b) == 0:
             return anc, depth

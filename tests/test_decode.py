@@ -136,14 +136,15 @@ def test_full_tree_grows_one_level_per_step():
     model = tiny_model(vocab=6)
     router = Router(RouterConfig(), model.cfg.n_embd, 2)
     calls = []
-    forward = model.forward
-    model.forward = lambda *a, **k: (calls.append(a[0].shape), forward(*a, **k))[1]
+    hidden = model.hidden
+    model.hidden = lambda *a, **k: (calls.append(a[0].shape), hidden(*a, **k))[1]
     traj = decode_lbr(model, router, [[0, 1]], LBRConfig(widths=(2, 2), max_new_tokens=6), eos_id=99,
                       generator=torch.Generator().manual_seed(0))
     assert int(traj.length[0]) == 6  # no EOS in this vocabulary: full length
     born = torch.bincount(traj.birth_step[0][traj.birth_step[0] >= 0])
     assert born.tolist() == [6, 4, 4, 4, 4, 4]  # step 0 grows the whole tree, then only the last level
-    assert calls == [(1, 2), (1, 4)] * 1 + [(1, 4)] * 5  # wave 1: depth 1 (2 nodes), wave 2: depth 2 (4 nodes)
+    # the prompt, then step 0 in two waves (2 depth-1 nodes, 4 depth-2 nodes), then one wave per step
+    assert calls == [(1, 2), (1, 2), (1, 4)] + [(1, 4)] * 5
 
 
 @pytest.mark.parametrize("make", [

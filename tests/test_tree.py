@@ -105,12 +105,11 @@ def test_local_tree_distinct_sampler_draws_ordered_pairs_exactly():
     p = torch.tensor([0.45, 0.3, 0.15, 0.1])
     shape = TreeShape.from_widths((2,))
     B = 20000
-    tree = LocalTree.start(shape, torch.zeros(B, dtype=torch.long), p.log().expand(B, 4), torch.zeros(B, 3),
-                           torch.zeros(B, dtype=torch.long))
+    tree = LocalTree.start(shape, torch.zeros(B, dtype=torch.long), torch.zeros(B, 3), torch.zeros(B, dtype=torch.long))
     need = tree.missing(torch.ones(B, dtype=torch.bool), eos_id=99)
     cols = need.any(0).nonzero().squeeze(1)
     assert cols.tolist() == [1, 2]
-    tok, logq = tree.sample_children(need, cols, "distinct", torch.Generator().manual_seed(0))
+    tok, logq = tree.sample_children(need, cols, p.log().expand(B, 2, 4), "distinct", torch.Generator().manual_seed(0))
     assert (tok[:, 0] != tok[:, 1]).all()
     exact = p[:, None] * p[None, :] / (1 - p[:, None])
     exact.fill_diagonal_(0)
