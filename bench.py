@@ -122,7 +122,9 @@ def main() -> None:
     if args.quick:
         args.tokens, args.repeats = 16, 1
     torch.manual_seed(0)
-    model = Transformer(ModelConfig.tiny(vocab_size=64)).eval()
+    # the ~0.6M-parameter GPT of DESIGN §6 (3 layers, d=128, GQA): big enough that forwards are not free
+    model = Transformer(ModelConfig(vocab_size=64, n_layer=3, n_head=4, n_kv_head=2, n_embd=128,
+                                    intermediate_size=384)).eval()
     T, widths_list = args.tokens, [(2, 2), (4, 1), (4, 2)]
     routers = {w: Router(RouterConfig(), model.cfg.n_embd, len(w)) for w in widths_list}
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731

@@ -284,6 +284,16 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
                               length=n_gen)
 
 
+def generate(model: Transformer, router: Router | None, prompts: list[list[int]], cfg: CotConfig | LBRConfig,
+             eos_id: int, generator: torch.Generator) -> SequenceTrajectory | TreeTrajectory:
+    """The decoding loop the config asks for (one entry point for every method)."""
+    if isinstance(cfg, LBRConfig):
+        if router is None:
+            raise ValueError("LBR decoding needs a router")
+        return decode_lbr(model, router, prompts, cfg, eos_id, generator)
+    return decode_cot(model, prompts, cfg, eos_id, generator)
+
+
 # ---------------------------------------------------------------------------------------------
 # reading a record back
 

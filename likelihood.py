@@ -33,6 +33,17 @@ from tree import TreeShape, ancestor_mask, birth_logq, children_table, subtree_m
 
 
 @dataclass
+class Factors:
+    """log P(τ) as a flat list of factors per rollout (what RL needs: totals, PPO ratios, KL)."""
+    logp: Tensor  # (B, F) log-probability of each sampled factor; 0 where `mask` is False
+    mask: Tensor  # (B, F) bool: the entry is a factor of this rollout
+    of_model: Tensor  # (B, F) bool: a factor of p_θ (a token / a node birth); else a router choice
+
+    def total(self) -> Tensor:
+        return self.logp.sum(1)
+
+
+@dataclass
 class TreeLogProb:
     """The factors of log P(τ) for a batch of trajectories."""
     node_logq: Tensor  # (B, M) log q(n) for every node born; 0 for prompt tokens and padding
@@ -109,6 +120,19 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Tr
     taken = steps < traj.length[:, None]
     router_logpi = torch.where(taken, logpi.gather(2, traj.choice[..., None]).squeeze(2), 0.0)
     return TreeLogProb(node_logq, router_logpi, node_logq.sum(1) + router_logpi.sum(1))
+
+
+def factors(model: Transformer, router: Router | None, traj: SequenceTrajectory | TreeTrajectory) -> Factors:
+    """Every factor of log P(τ) under the current parameters, for either kind of trajectory."""
+    if isinstance(traj, TreeTrajectory):
+        out = tree_logprob(model, router, traj)
+        born = traj.birth_step >= 0
+        taken = torch.arange(traj.choice.shape[1], device=born.device) < traj.length[:, None]
+        return Factors(torch.cat([out.node_logq, out.router_logpi], 1), torch.cat([born, taken], 1),
+                       torch.cat([torch.ones_like(born), torch.zeros_like(taken)], 1))
+    logp = sequence_logprob(model, traj)
+    mask = torch.arange(logp.shape[1], device=logp.device) < traj.length[:, None]
+    return Factors(logp, mask, torch.ones_like(mask))
 
 
 def main() -> None:

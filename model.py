@@ -44,6 +44,7 @@ class ModelConfig:
     norm_eps: float = 1e-5  # RMSNorm epsilon
     qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them)
     tie_embeddings: bool = True  # the LM head reuses the token embedding matrix
+    final_norm: bool = True  # RMSNorm before the LM head (Llama/Qwen2 have it; see `tiny` for why it may go)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head != 0:
@@ -58,10 +59,16 @@ class ModelConfig:
         return self.n_embd // self.n_head
 
     @classmethod
-    def tiny(cls, vocab_size: int, max_seq_len: int = 512) -> "ModelConfig":
-        """The ~0.6M-parameter GPT of the synthetic experiments (trains on 2 CPU cores in minutes)."""
-        return cls(vocab_size=vocab_size, n_layer=3, n_head=4, n_kv_head=2, n_embd=128,
-                   intermediate_size=384, max_seq_len=max_seq_len)
+    def tiny(cls, vocab_size: int, n_layer: int = 2, n_embd: int = 64, max_seq_len: int = 512) -> "ModelConfig":
+        """The small GPT of the synthetic experiments (~0.1M parameters at the defaults).
+
+        Untied head and no final norm: on content-addressed lookups (find a token in the prompt,
+        copy its neighbour), which the synthetic tasks are made of, small models with a final norm
+        sat on the loss plateau for thousands of steps while this variant learned them within
+        ~1.5k (measured on 2 seeds, also with an independent PyTorch transformer).
+        """
+        return cls(vocab_size=vocab_size, n_layer=n_layer, n_head=4, n_kv_head=4, n_embd=n_embd,
+                   intermediate_size=3 * n_embd, max_seq_len=max_seq_len, tie_embeddings=False, final_norm=False)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -190,18 +197,24 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps) if cfg.final_norm else nn.Identity()
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
-        if cfg.tie_embeddings:
+        if cfg.tie_embeddings:  # one matrix for both: scaled as a head, so that logits start O(1)
             self.lm_head.weight = self.embed_tokens.weight
+            nn.init.normal_(self.embed_tokens.weight, std=cfg.n_embd ** -0.5)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
+        """Fan-in init: every linear map starts with O(1) outputs for O(1) inputs, so attention
+        logits start O(1) instead of near 0 (a std of 0.02 at small widths left them flat and
+        slowed learning a lot); embeddings are N(0, 1)."""
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=m.in_features ** -0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=1.0)
 
     def hidden(self, idx: Tensor, pos: Tensor | None = None, mask: Tensor | None = None,
                cache: KVCache | None = None, slots: Tensor | None = None) -> Tensor:

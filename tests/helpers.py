@@ -10,24 +10,17 @@ from router import Router, RouterConfig
 
 
 def tiny_model(vocab: int = 6, seed: int = 0, n_layer: int = 2, n_embd: int = 32, n_head: int = 4,
-               n_kv_head: int = 2, qkv_bias: bool = False, tie: bool = True, max_seq_len: int = 128,
-               scale: float = 1.0) -> Transformer:
-    """A random tiny model; `scale` multiplies the LM head so its distributions are far from uniform."""
+               n_kv_head: int = 2, qkv_bias: bool = False, tie: bool = True, max_seq_len: int = 128) -> Transformer:
+    """A random tiny model (fan-in init: next-token distributions clearly non-uniform, not degenerate)."""
     torch.manual_seed(seed)
     model = Transformer(ModelConfig(vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head,
                                     n_embd=n_embd, intermediate_size=2 * n_embd, max_seq_len=max_seq_len,
                                     qkv_bias=qkv_bias, tie_embeddings=tie))
     with torch.no_grad():
-        for p in model.parameters():  # larger than the training init, so that positions and masks matter
-            p.add_(0.1 * torch.randn_like(p))
-        if qkv_bias:
+        if qkv_bias:  # biases start at zero; make them matter
             for layer in model.layers:
                 layer.self_attn.q_proj.bias.normal_(0, 0.5)
                 layer.self_attn.k_proj.bias.normal_(0, 0.5)
-        if not tie:
-            model.lm_head.weight.mul_(scale)
-        else:
-            model.embed_tokens.weight.mul_(scale)
     return model.eval()
 
 

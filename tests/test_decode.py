@@ -19,7 +19,7 @@ PROMPTS = [[0, 1, 2], [3], [4, 4, 1, 0, 2, 3, 1], [2, 0]]  # different lengths i
 @pytest.mark.parametrize("temperature,greedy", [(1.0, False), (0.7, False), (1.3, True)])
 def test_cot_replay_equals_recorded(temperature, greedy):
     """The uncached replay reproduces the cached decoder's log-probs: KV-cached decoding = uncached."""
-    model = tiny_model(vocab=6, scale=3.0)
+    model = tiny_model(vocab=6)
     traj = decode_cot(model, PROMPTS, CotConfig(temperature=temperature, greedy=greedy, max_new_tokens=12), EOS,
                       torch.Generator().manual_seed(0))
     assert traj.length.min() >= 1
@@ -29,7 +29,7 @@ def test_cot_replay_equals_recorded(temperature, greedy):
 
 
 def test_cot_greedy_equals_uncached_greedy():
-    model = tiny_model(vocab=6, scale=3.0)
+    model = tiny_model(vocab=6)
     traj = decode_cot(model, PROMPTS, CotConfig(greedy=True, max_new_tokens=10), EOS, torch.Generator())
     with torch.no_grad():
         for b, p in enumerate(PROMPTS):
@@ -56,7 +56,7 @@ def trunk_from_record(traj, b):
                                             ((4, 2), "distinct"), ((3, 1, 1), "iid"), ((3, 1, 1), "distinct"),
                                             ((3, 3, 2), "iid")])
 def test_lbr_replay_equals_recorded(widths, sampler):
-    model = tiny_model(vocab=6, scale=2.0)
+    model = tiny_model(vocab=6)
     router = random_router(model, len(widths))
     cfg = LBRConfig(widths=widths, sampler=sampler, temperature=0.9, router_temperature=0.8, max_new_tokens=10)
     traj = decode_lbr(model, router, PROMPTS, cfg, EOS, torch.Generator().manual_seed(0))
@@ -75,7 +75,7 @@ def test_lbr_replay_equals_recorded(widths, sampler):
 
 @pytest.mark.parametrize("features", ["root", "d1", "subtree"])
 def test_lbr_replay_equals_recorded_for_every_router(features):
-    model = tiny_model(vocab=6, scale=2.0)
+    model = tiny_model(vocab=6)
     router = random_router(model, 2, features=features)
     cfg = LBRConfig(widths=(3, 2), max_new_tokens=8)
     traj = decode_lbr(model, router, PROMPTS, cfg, EOS, torch.Generator().manual_seed(1))
@@ -87,7 +87,7 @@ def test_lbr_replay_equals_recorded_for_every_router(features):
 
 def test_lbr_width_one_is_cot():
     """widths (1,): one candidate, π = 1, log P(τ) = Σ log p of the committed tokens."""
-    model = tiny_model(vocab=6, scale=2.0)
+    model = tiny_model(vocab=6)
     traj = decode_lbr(model, random_router(model, 1), PROMPTS, LBRConfig(widths=(1,), max_new_tokens=9), EOS,
                       torch.Generator().manual_seed(0))
     cot = decode_cot(model, PROMPTS, CotConfig(max_new_tokens=9), EOS, torch.Generator())
@@ -104,7 +104,7 @@ def test_fresh_router_commits_base_model_distribution():
     Chi-square of the first three committed tokens (joint) against the base model's exact
     probabilities, for two tree shapes."""
     V, eos = 4, 3
-    model = tiny_model(vocab=V, scale=2.0)
+    model = tiny_model(vocab=V)
     prompt = [0, 1]
     with torch.no_grad():  # exact P(y1 y2 y3) by enumeration; sequences stop at EOS
         exact = {}

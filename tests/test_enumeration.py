@@ -23,7 +23,7 @@ SETTINGS = [((2, 1), "iid"), ((2, 1), "distinct"), ((2, 2), "distinct"), ((2, 2)
 
 
 def tiny_setup(widths):
-    model = tiny_model(vocab=V, n_layer=1, n_embd=8, n_head=2, n_kv_head=1, scale=4.0)
+    model = tiny_model(vocab=V, n_layer=1, n_embd=8, n_head=2, n_kv_head=1)
     return model, random_router(model, len(widths), std=2.0)
 
 
@@ -91,7 +91,7 @@ def test_decoder_samples_the_enumerated_distribution(widths, sampler):
 
 
 def test_cot_sequence_probabilities_sum_to_one():
-    model = tiny_model(vocab=V, n_layer=1, n_embd=8, n_head=2, n_kv_head=1, scale=4.0)
+    model = tiny_model(vocab=V, n_layer=1, n_embd=8, n_head=2, n_kv_head=1)
     seqs = sorted({s[: s.index(EOS) + 1] if EOS in s else s for s in itertools.product(range(V), repeat=3)})
     traj = decode_cot(model, [PROMPT] * len(seqs), CotConfig(temperature=0.7, max_new_tokens=3), EOS, torch.Generator())
     traj.completion = torch.tensor([list(s) + [0] * (3 - len(s)) for s in seqs])

@@ -1,0 +1,11 @@
+"""Tasks: one file per task (generator, prompt format, verifier, health checks); see tasks/common.py."""
+
+from __future__ import annotations
+
+
+def get_task(name: str, **overrides):
+    """A task by name, with config fields overridden by keyword (e.g. get_task('planning', arm_len=5))."""
+    if name == "planning":
+        from tasks.planning import PlanningConfig, PlanningTask
+        return PlanningTask(PlanningConfig(**overrides))
+    raise ValueError(f"unknown task {name!r}: choose 'planning'")
