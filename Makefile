@@ -1,7 +1,10 @@
 # Every target installs the Python requirements first (once; re-run when requirements.txt changes).
 PYTHON ?= python3
 
-.PHONY: test bench deps clean
+.PHONY: test bench synthetic deps clean
+
+# QUICK=1: toy sizes, one seed, about a minute (what CI runs)
+QUICK ?=
 
 deps: out/.deps
 
@@ -12,6 +15,11 @@ out/.deps: requirements.txt
 # correctness: exactness of the likelihood, equivalence of tree/cached forwards, distributions (~1 min)
 test: out/.deps
 	$(PYTHON) -m pytest
+
+# the planning experiment: pre-train (cached in out/), routing evidence, end-to-end RL
+# -> results/synthetic.md + plots (about 20 minutes on 2 cores; QUICK=1: about a minute)
+synthetic: out/.deps
+	$(PYTHON) synthetic.py $(if $(QUICK),--quick,)
 
 # speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores)
 bench: out/.deps

@@ -31,7 +31,7 @@ from tasks.common import make_examples, pack
 
 @dataclass
 class SFTConfig:
-    steps: int = 2500  # optimizer steps
+    steps: int = 3500  # optimizer steps
     batch_size: int = 64  # examples per step (fresh each step)
     lr: float = 6e-3  # peak learning rate (high: it shortens the plateau before lookups are learned)
     warmup: int = 100  # linear warm-up steps
@@ -77,7 +77,7 @@ def train_sft(task, model_cfg: ModelConfig, cfg: SFTConfig, out_path: str, devic
     start, history = 0, []
     if os.path.exists(out_path):
         ckpt = torch.load(out_path, map_location=device, weights_only=False)
-        if ckpt["model_config"] != asdict(model_cfg) or ckpt["sft_config"] != asdict(cfg):
+        if (ckpt["model_config"], ckpt["sft_config"], ckpt["task_config"]) != (asdict(model_cfg), asdict(cfg), asdict(task.cfg)):
             raise ValueError(f"{out_path} was trained with other settings; delete it or choose another --out")
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])

@@ -1,0 +1,303 @@
+"""
+RL from verifiable rewards for every decoding method: GRPO on `cot` or `lbr` rollouts, Pass@k
+evaluation, metrics and resumable checkpoints.
+
+One loop for every method (DESIGN §3): for each prompt draw G rollouts, reward 0/1 from the
+task's verifier, advantage = reward - group mean (optionally / group std), and minimise
+
+    L = -(1/B) Σ_rollouts Σ_factors min(r_f A, clip(r_f, 1-ε, 1+ε) A),   r_f = exp(log p_f - log p_f^old)
+
+over the factors of log P(τ) (likelihood.factors: the tokens of a sequence; the node births and
+router choices of an LBR tree). On the first epoch r_f = 1, so the gradient is exactly the
+likelihood-ratio gradient -(1/B) Σ A ∇ log P(τ), normalised by the batch, not by each rollout's
+length. More epochs per batch (PPO) and a KL penalty to the initial model are options. Base
+model and router are trained jointly; --freeze-model / --freeze-router train one of them.
+
+Run (a pre-trained base model is made with sft.py, or by `make synthetic`):
+    python rlvr.py --task planning --base out/planning/base_s0.pt --method lbr --widths 4,1,1 \\
+        --sampler distinct --out out/rl/lbr_s0
+    python rlvr.py --task planning --base out/planning/base_s0.pt --method cot --out out/rl/cot_s0
+    python rlvr.py --task planning --base out/planning/base_s0.pt --method lbr --eval-only --out ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from decode import CotConfig, LBRConfig, SequenceTrajectory, TreeTrajectory, generate
+from likelihood import Factors, factors
+from model import ModelConfig, Transformer, pick_device
+from router import Router, RouterConfig
+from tasks import get_task
+from tasks.common import Example, make_examples
+
+
+@dataclass
+class RLConfig:
+    steps: int = 80  # policy updates
+    prompts_per_step: int = 16  # distinct prompts per update
+    group_size: int = 8  # rollouts per prompt (G)
+    model_lr: float = 1e-4  # Adam learning rate of the base model
+    router_lr: float = 1e-2  # Adam learning rate of the router
+    normalize_std: bool = False  # divide advantages by the group's reward std
+    epochs: int = 1  # passes over each batch (1: the plain likelihood-ratio gradient; >1: PPO)
+    clip_eps: float = 0.2  # PPO clip range of each factor's ratio (matters when epochs > 1)
+    kl_coef: float = 0.0  # weight of KL(current || initial model) over the model's factors (k3 estimator)
+    freeze_model: bool = False  # train the router only
+    freeze_router: bool = False  # train the model only
+    grad_clip: float = 1.0  # max gradient norm
+    seed: int = 0  # prompts and sampling of every step derive from (seed, step)
+    save_every: int = 10  # steps between checkpoints (and at the end)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces of one update
+
+
+def grpo_advantages(rewards: Tensor, normalize_std: bool) -> Tensor:
+    """rewards (P, G) -> advantages (P*G,): reward minus its group's mean (optionally / std)."""
+    adv = rewards - rewards.mean(1, keepdim=True)
+    if normalize_std:
+        adv = adv / (rewards.std(1, keepdim=True) + 1e-6)
+    return adv.flatten()
+
+
+def policy_loss(new: Factors, old_logp: Tensor, adv: Tensor, clip_eps: float) -> Tensor:
+    """PPO-clipped likelihood-ratio loss over every factor, normalised by the number of rollouts.
+
+    With old_logp = new.logp.detach() (the first epoch) every ratio is 1 and the gradient is
+    -(1/B) Σ_b A_b ∇ log P(τ_b).
+    """
+    ratio = torch.exp(new.logp - old_logp)
+    a = adv[:, None]
+    objective = torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+    return -(objective * new.mask).sum() / len(adv)
+
+
+def kl_penalty(new: Factors, ref_logp: Tensor) -> Tensor:
+    """k3 estimate of KL(current || reference) summed over the model's sampled factors, per rollout."""
+    d = ref_logp - new.logp
+    k3 = torch.exp(d) - d - 1
+    return (k3 * (new.mask & new.of_model)).sum() / new.logp.shape[0]
+
+
+def rewards_of(task, examples: list[Example], traj: SequenceTrajectory | TreeTrajectory, repeat: int) -> Tensor:
+    """0/1 reward of every rollout; rollout i answers examples[i // repeat]."""
+    comp, length = traj.completion.tolist(), traj.length.tolist()
+    return torch.tensor([task.reward(examples[i // repeat], comp[i][: length[i]]) for i in range(len(comp))])
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased Pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"Pass@{k} needs at least {k} samples per problem, got {n}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, router: Router | None, task, dec: CotConfig | LBRConfig, examples: list[Example],
+             n: int, ks: tuple[int, ...], seed: int, chunk: int = 1024) -> dict:
+    """Pass@k (unbiased, n samples per problem), majority vote, forward tokens per committed token,
+    and Pass@1 per target depth when the examples have one."""
+    device = model.embed_tokens.weight.device
+    g = torch.Generator(device).manual_seed(seed)
+    prompts = [e.prompt for e in examples for _ in range(n)]
+    chunk = max(n, chunk // n * n)  # whole problems per chunk
+    correct, completions, fwd, committed = [], [], 0, 0
+    for a in range(0, len(prompts), chunk):
+        traj = generate(model, router, prompts[a: a + chunk], dec, task.eos_id, g)
+        part = examples[a // n: (a + chunk) // n]
+        correct.append(rewards_of(task, part, traj, n))
+        completions += [tuple(c[:m]) for c, m in zip(traj.completion.tolist(), traj.length.tolist())]
+        fwd += int(traj.forward_tokens().sum())
+        committed += int(traj.length.sum())
+    c = torch.cat(correct).view(len(examples), n)
+    out = {f"pass@{k}": sum(pass_at_k(n, int(ci), k) for ci in c.sum(1)) / len(examples) for k in ks if k <= n}
+    votes = [Counter(completions[i * n: (i + 1) * n]).most_common(1)[0][0] for i in range(len(examples))]
+    out[f"majority@{n}"] = sum(task.reward(e, list(v)) for e, v in zip(examples, votes)) / len(examples)
+    out["fwd_per_token"] = fwd / max(committed, 1)
+    depths = sorted({e.info["depth"] for e in examples if "depth" in e.info})
+    for j in depths:
+        sel = torch.tensor([e.info.get("depth") == j for e in examples])
+        out[f"pass@1_j{j}"] = float(c[sel].float().mean())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def train_rl(model: Transformer, router: Router | None, task, dec: CotConfig | LBRConfig, cfg: RLConfig,
+             out_dir: str, quiet: bool = False) -> list[dict]:
+    """Run (or resume) RL; returns the per-step metrics. Writes out_dir/{metrics.jsonl, rl.pt}."""
+    device = model.embed_tokens.weight.device
+    is_tree = isinstance(dec, LBRConfig)
+    groups = []
+    if not cfg.freeze_model:
+        groups.append({"params": list(model.parameters()), "lr": cfg.model_lr})
+    if is_tree and not cfg.freeze_router:
+        groups.append({"params": list(router.parameters()), "lr": cfg.router_lr})
+    if not groups:
+        raise ValueError("nothing to train: unfreeze the model or (for lbr) the router")
+    for p in model.parameters():
+        p.requires_grad_(not cfg.freeze_model)
+    if router is not None:
+        for p in router.parameters():
+            p.requires_grad_(is_tree and not cfg.freeze_router)
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=0.0)
+    ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
+
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt_path, metrics_path = os.path.join(out_dir, "rl.pt"), os.path.join(out_dir, "metrics.jsonl")
+    start, history = 0, []
+    if os.path.exists(ckpt_path):
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        same = {**ckpt["rl_config"], "steps": cfg.steps} == asdict(cfg) and ckpt["decoding"] == asdict(dec)
+        if not same:  # more --steps continues a run; any other change is a different run
+            raise ValueError(f"{ckpt_path} was made with other settings; delete it or choose another --out")
+        model.load_state_dict(ckpt["model"])
+        if router is not None and ckpt["router"] is not None:
+            router.load_state_dict(ckpt["router"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if ref_model is not None:
+            ref_model.load_state_dict(ckpt["ref_model"])
+        start, history = ckpt["step"], ckpt["history"]
+
+    def save(step: int) -> None:
+        state = {"rl_config": asdict(cfg), "decoding": asdict(dec), "decoding_kind": type(dec).__name__,
+                 "model_config": asdict(model.cfg), "model": model.state_dict(),
+                 "router_config": asdict(router.cfg) if router is not None else None,
+                 "router": router.state_dict() if router is not None else None, "optimizer": opt.state_dict(),
+                 "ref_model": ref_model.state_dict() if ref_model is not None else None,
+                 "step": step, "history": history}
+        torch.save(state, ckpt_path + ".tmp")
+        os.replace(ckpt_path + ".tmp", ckpt_path)
+
+    P, G = cfg.prompts_per_step, cfg.group_size
+    bar = tqdm(range(start, cfg.steps), desc=f"rl {type(dec).__name__[:-6].lower()}", initial=start, total=cfg.steps,
+               disable=quiet)
+    for step in bar:
+        t0 = time.time()
+        examples = make_examples(task, P, seed=cfg.seed * 1_000_003 + step, split="rl")
+        g = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
+        model.eval()
+        traj = generate(model, router, [e.prompt for e in examples for _ in range(G)], dec, task.eos_id, g)
+        rewards = rewards_of(task, examples, traj, G).to(device)
+        adv = grpo_advantages(rewards.view(P, G).float(), cfg.normalize_std)
+        ref_logp = None
+        if ref_model is not None:
+            with torch.no_grad():
+                ref_logp = factors(ref_model, router, traj).logp
+        old_logp, losses = None, []
+        for _ in range(cfg.epochs):
+            new = factors(model, router, traj)
+            old_logp = new.logp.detach() if old_logp is None else old_logp
+            loss = policy_loss(new, old_logp, adv, cfg.clip_eps)
+            if ref_logp is not None:
+                loss = loss + cfg.kl_coef * kl_penalty(new, ref_logp)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for grp in groups for p in grp["params"]], cfg.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+        row = {"step": step + 1, "reward": float(rewards.float().mean()), "loss": losses[0],
+               "fwd_per_token": float(traj.forward_tokens().sum() / traj.length.sum()),
+               "length": float(traj.length.float().mean()), "seconds": time.time() - t0}
+        history.append(row)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        bar.set_postfix(reward=f"{row['reward']:.3f}")
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save(step + 1)
+    return history
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def decoding_from_args(args) -> CotConfig | LBRConfig:
+    if args.method == "lbr":
+        return LBRConfig(widths=args.widths, sampler=args.sampler, temperature=args.temperature,
+                         router_temperature=args.router_temperature, greedy_router=args.greedy_router,
+                         max_new_tokens=args.max_new_tokens)
+    return CotConfig(temperature=args.temperature, greedy=args.greedy, max_new_tokens=args.max_new_tokens)
+
+
+def load_base(path: str, device: torch.device) -> Transformer:
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    model = Transformer(ModelConfig(**ckpt["model_config"])).to(device)
+    model.load_state_dict(ckpt["state_dict"])
+    return model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="GRPO on cot or LBR rollouts, with Pass@k evaluation.")
+    g = ap.add_argument_group("task and model")
+    g.add_argument("--task", default="planning", choices=["planning"])
+    g.add_argument("--base", required=True, help="pre-trained base model checkpoint (sft.py)")
+    g.add_argument("--out", required=True, help="run directory: metrics.jsonl, rl.pt (resumed), eval.json")
+    g.add_argument("--device", default="auto")
+    g = ap.add_argument_group("decoding")
+    g.add_argument("--method", default="lbr", choices=["cot", "lbr"])
+    g.add_argument("--widths", default="4,1,1", help="lbr tree widths")
+    g.add_argument("--sampler", default="distinct", choices=["iid", "distinct"])
+    g.add_argument("--router", default="subtree", choices=["root", "d1", "subtree"], help="router features")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--router-temperature", type=float, default=1.0)
+    g.add_argument("--greedy", action="store_true", help="cot: argmax decoding (evaluation only)")
+    g.add_argument("--greedy-router", action="store_true", help="lbr: argmax router (evaluation only)")
+    g.add_argument("--max-new-tokens", type=int, default=16)
+    g = ap.add_argument_group("RL (GRPO)")
+    for name, default in asdict(RLConfig()).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            g.add_argument(flag, action="store_true")
+        else:
+            g.add_argument(flag, type=type(default), default=default)
+    g = ap.add_argument_group("evaluation")
+    g.add_argument("--eval-size", type=int, default=256, help="evaluation problems")
+    g.add_argument("--eval-samples", type=int, default=8, help="samples per problem (n of Pass@k)")
+    g.add_argument("--eval-only", action="store_true", help="evaluate --base (and the run's checkpoint, if any)")
+    args = ap.parse_args()
+
+    device = pick_device(args.device)
+    task = get_task(args.task)
+    model = load_base(args.base, device)
+    dec = decoding_from_args(args)
+    router = None
+    if args.method == "lbr":
+        router = Router(RouterConfig(features=args.router), model.cfg.n_embd, len(dec.widths)).to(device)
+    cfg = RLConfig(**{k: getattr(args, k) for k in asdict(RLConfig())})
+    if not args.eval_only:
+        train_rl(model, router, task, dec, cfg, args.out)
+    elif os.path.exists(os.path.join(args.out, "rl.pt")):
+        ckpt = torch.load(os.path.join(args.out, "rl.pt"), map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        if router is not None:
+            router.load_state_dict(ckpt["router"])
+    examples = make_examples(task, args.eval_size, seed=10_000 + args.seed, split="eval")
+    result = evaluate(model.eval(), router, task, dec, examples, args.eval_samples, (1, args.eval_samples), args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "eval.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

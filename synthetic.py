@@ -1,0 +1,297 @@
+"""
+`make synthetic`: the planning experiment (DESIGN §6.1) end to end, over several seeds.
+
+Per seed (seeds run in parallel processes, one CPU thread each):
+1. pre-train the tiny GPT on the planning task (cached in out/planning/) and record its health
+   checks;
+2. routing evidence, base model frozen: LBR with widths (4, 1, ..., 1) of lookahead depth 1..3,
+   routers `root`, `d1`, `subtree` each trained alone by the likelihood-ratio gradient, plus the
+   untrained P(<eos>) readout as a reference; success (Pass@1) per target depth j;
+3. end-to-end RL with equal budgets (same steps, prompts, group size): `cot` (sampling, greedy;
+   no RL), vanilla RLVR (`cot` + GRPO), LBR with the router trained alone, LBR with model and
+   router trained jointly; Pass@1, Pass@8, forward tokens per committed token, and `cot`
+   best-of-n at LBR's forward-token budget; learning curves.
+Then results/synthetic.md (tables, health checks, the command and seeds), results/synthetic.json
+and the plots results/synthetic_*.png.
+
+Run:
+    python synthetic.py                 # default size, seeds 0 1 2 (about 15-20 minutes on 2 cores)
+    python synthetic.py --quick         # toy size, one seed, about a minute (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+from decode import CotConfig, LBRConfig
+from model import ModelConfig, Transformer
+from rlvr import RLConfig, evaluate, train_rl
+from router import Router, RouterConfig, RouterInput
+from sft import SFTConfig, train_sft
+from tasks import get_task
+from tasks.common import make_examples
+
+N_ARMS = 4  # the planning task's default: the first decision is 4-way (chance = 0.25)
+
+
+@dataclass
+class Sizes:
+    sft: SFTConfig = field(default_factory=SFTConfig)  # pre-training (cached per seed)
+    rl: RLConfig = field(default_factory=RLConfig)  # every RL run (equal budgets)
+    eval_size: int = 256  # evaluation problems (target depths 1..3, held out)
+    lbr_samples: int = 8  # samples per problem for LBR and trained models (Pass@1, Pass@8)
+    cot_samples: int = 16  # samples per problem for base-model cot (also gives best-of-n up to 16)
+    max_depth: int = 3  # lookahead depths 1..max_depth (L - 1: targets are never leaves)
+    max_new_tokens: int = 8  # answers are at most 4 tokens + <eos>
+
+
+FULL = Sizes()
+QUICK = Sizes(sft=SFTConfig(steps=200, eval_every=200, eval_size=64), rl=RLConfig(steps=3, prompts_per_step=4, group_size=4),
+              eval_size=16, lbr_samples=4, cot_samples=8)
+
+
+class EOSReadout(nn.Module):
+    """An untrained reference router: score = log p(candidate) + max over the candidate's subtree of
+    log p(<eos> | node). It reads the model's own "the target is here" signal; no learning."""
+
+    def __init__(self, model: Transformer, eos_id: int):
+        super().__init__()
+        self.model, self.eos_id = model, eos_id
+
+    def forward(self, x: RouterInput) -> torch.Tensor:
+        lp_eos = self.model.head(x.sub_hidden).log_softmax(-1)[..., self.eos_id]  # (..., K, Ms)
+        return x.cand_logp + lp_eos.masked_fill(~x.sub_mask, float("-inf")).amax(-1)
+
+
+def lbr_config(depth: int, sizes: Sizes, greedy_router: bool = False) -> LBRConfig:
+    return LBRConfig(widths=(N_ARMS,) + (1,) * (depth - 1), sampler="distinct", greedy_router=greedy_router,
+                     max_new_tokens=sizes.max_new_tokens)
+
+
+def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict:
+    """Everything for one seed; returns a JSON-able dict."""
+    torch.set_num_threads(1)
+    t_start = time.time()
+    dev = torch.device("cpu")
+    task = get_task("planning")
+    log = (lambda msg: print(f"[seed {seed}] {msg}", flush=True))
+
+    base, ckpt = train_sft(task, ModelConfig.tiny(task.tokenizer.vocab_size, max_seq_len=256),
+                           replace_seed(sizes.sft, seed), os.path.join(out_root, f"base_s{seed}.pt"), dev, quiet=quiet)
+    base.requires_grad_(False)
+    health = task.health(base, make_examples(task, 512, seed=10_000 + seed, split="eval"))
+    log(f"pre-trained ({ckpt['history'][-1]['seconds']:.0f}s): " + json.dumps({k: round(v, 3) for k, v in health.items()}))
+    examples = make_examples(task, sizes.eval_size, seed=20_000 + seed, split="eval")
+    rl = replace_seed(sizes.rl, seed)
+    out = {"seed": seed, "health": health, "routing": {}, "e2e": {}, "curves": {}}
+
+    def rl_run(name: str, dec, router, freeze_model: bool) -> tuple[Transformer, list[dict]]:
+        model = copy.deepcopy(base)
+        cfg = RLConfig(**{**asdict(rl), "freeze_model": freeze_model})
+        run_dir = os.path.join(out_root, "rl", f"{name.replace(' ', '_').replace('@', '_d')}_s{seed}")
+        hist = train_rl(model, router, task, dec, cfg, run_dir, quiet=True)
+        out["curves"][name] = [h["reward"] for h in hist]
+        return model.requires_grad_(False), hist
+
+    ks = tuple(k for k in (1, 8) if k <= sizes.lbr_samples)
+    # routing evidence: base frozen, each router trained alone; the readout needs no training
+    for features, depths in [("root", [1]), ("d1", [1]), ("subtree", list(range(1, sizes.max_depth + 1)))]:
+        for depth in depths:
+            router = Router(RouterConfig(features=features), base.cfg.n_embd, depth)
+            model, _ = rl_run(f"router {features}@{depth}", lbr_config(depth, sizes), router, freeze_model=True)
+            ev = evaluate(model, router, task, lbr_config(depth, sizes), examples, sizes.lbr_samples, ks, seed)
+            out["routing"][f"{features}@{depth}"] = ev
+            log(f"router {features} depth {depth}: pass@1 {ev['pass@1']:.3f}")
+    for depth in range(1, sizes.max_depth + 1):
+        ev = evaluate(base, EOSReadout(base, task.eos_id), task, lbr_config(depth, sizes, greedy_router=True),
+                      examples, 1, (1,), seed)
+        out["routing"][f"readout@{depth}"] = ev
+
+    # end to end, equal budgets: cot (no RL), vanilla RLVR, LBR router alone (from above), LBR joint
+    cot_ks = tuple(range(1, sizes.cot_samples + 1))
+    out["e2e"]["cot"] = evaluate(base, None, task, CotConfig(max_new_tokens=sizes.max_new_tokens), examples,
+                                 sizes.cot_samples, cot_ks, seed)
+    out["e2e"]["cot greedy"] = evaluate(base, None, task, CotConfig(greedy=True, max_new_tokens=sizes.max_new_tokens),
+                                        examples, 1, (1,), seed)
+    model, _ = rl_run("rlvr", CotConfig(max_new_tokens=sizes.max_new_tokens), None, freeze_model=False)
+    out["e2e"]["rlvr"] = evaluate(model, None, task, CotConfig(max_new_tokens=sizes.max_new_tokens), examples,
+                                  sizes.lbr_samples, ks, seed)
+    depth = sizes.max_depth
+    out["e2e"]["lbr router"] = out["routing"][f"subtree@{depth}"]
+    out["curves"]["lbr router"] = out["curves"][f"router subtree@{depth}"]
+    router = Router(RouterConfig(features="subtree"), base.cfg.n_embd, depth)
+    model, _ = rl_run("lbr joint", lbr_config(depth, sizes), router, freeze_model=False)
+    out["e2e"]["lbr joint"] = evaluate(model, router, task, lbr_config(depth, sizes), examples, sizes.lbr_samples, ks, seed)
+    out["seconds"] = time.time() - t_start
+    log(f"done in {out['seconds']:.0f}s")
+    return out
+
+
+def replace_seed(cfg, seed: int):
+    return type(cfg)(**{**asdict(cfg), "seed": seed})
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: str) -> str:
+    seeds = [r["seed"] for r in results]
+    get = lambda section, key, metric: [r[section][key][metric] for r in results]  # noqa: E731
+    depths = sorted(int(k.split("@")[1]) for k in results[0]["routing"] if k.startswith("subtree@"))
+    js = sorted({int(k.split("_j")[1]) for k in results[0]["routing"]["subtree@1"] if "_j" in k})
+    lines = [f"# Synthetic planning experiment (subgoal star, {N_ARMS} arms of 4 nodes)", "",
+             f"Regenerate: `{cmd}`. Seeds {seeds}; "
+             f"cells are mean ± standard deviation over seeds. Wall time {seconds / 60:.1f} min on "
+             f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}.", ""]
+
+    lines += ["## Health of the pre-trained models", "",
+              "Gate of DESIGN §6.1: (1) teacher-forced accuracy after the first answer token >= 0.99; "
+              "(2) the first answer token (argmax) is a child of s >= 0.99; (3) first-token accuracy about "
+              f"1/{N_ARMS} at j >= 2 (counted as failed above 2/{N_ARMS}; j = 1 is a one-edge check, which the model "
+              "may solve). `p_child` is the probability mass "
+              "of the first token on the children of s (how often a *sampled* first token is one).", "",
+              "| seed | (1) tf acc after first | (2) first is child | p_child | (3) first acc j=1 | j=2 | j=3 | healthy |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in results:
+        h = r["health"]
+        ok = (h["tf_acc_rest"] >= 0.99 and h["first_is_child"] >= 0.99
+              and max(h.get("first_acc_j2", 0), h.get("first_acc_j3", 0)) <= 2 / N_ARMS)
+        lines.append(f"| {r['seed']} | {h['tf_acc_rest']:.3f} | {h['first_is_child']:.3f} | {h['p_child']:.3f} | "
+                     f"{h.get('first_acc_j1', float('nan')):.3f} | {h.get('first_acc_j2', float('nan')):.3f} | "
+                     f"{h.get('first_acc_j3', float('nan')):.3f} | {'yes' if ok else 'NO'} |")
+
+    lines += ["", "## Routing evidence (base model frozen, router trained alone)", "",
+              f"Success = Pass@1 of LBR with widths ({N_ARMS}, 1, ..., 1) and the `distinct` sampler (the candidates "
+              "are distinct first tokens), sampled router; per target depth j. `root` and `d1` read nothing below "
+              "depth 1, so their success does not depend on the lookahead depth: they are trained once, at depth 1. "
+              "`readout` is the untrained reference (greedy: log p(candidate) + max log p(<eos>) in the subtree).", "",
+              "| router | lookahead depth | " + " | ".join(f"j={j}" for j in js) + " | all |",
+              "| --- | ---: | " + " | ".join("---:" for _ in js) + " | ---: |"]
+    for key in ["root@1", "d1@1"] + [f"subtree@{d}" for d in depths] + [f"readout@{d}" for d in depths]:
+        name, d = key.split("@")
+        cells = [mean_std(get("routing", key, f"pass@1_j{j}")) for j in js] + [mean_std(get("routing", key, "pass@1"))]
+        lines.append(f"| {name} | {d if name not in ('root', 'd1') else 'any'} | " + " | ".join(cells) + " |")
+
+    lines += ["", "## End to end (equal RL budgets)", "",
+              f"RL: {sizes.rl.steps} GRPO steps x {sizes.rl.prompts_per_step} prompts x "
+              f"{sizes.rl.group_size} rollouts for every trained method (router lr {sizes.rl.router_lr}, model lr "
+              f"{sizes.rl.model_lr}). LBR: widths ({N_ARMS}, 1, 1), subtree router. "
+              "`fwd/token` = model forward tokens per committed token.", "",
+              "| method | Pass@1 | Pass@8 | " + " | ".join(f"Pass@1 j={j}" for j in js) + " | fwd/token |",
+              "| --- | ---: | ---: | " + " | ".join("---:" for _ in js) + " | ---: |"]
+    for key in ["cot greedy", "cot", "rlvr", "lbr router", "lbr joint"]:
+        p8 = mean_std(get("e2e", key, "pass@8")) if "pass@8" in results[0]["e2e"][key] else "-"
+        lines.append(f"| {key} | {mean_std(get('e2e', key, 'pass@1'))} | {p8} | "
+                     + " | ".join(mean_std(get("e2e", key, f"pass@1_j{j}")) for j in js)
+                     + f" | {mean_std(get('e2e', key, 'fwd_per_token'))} |")
+    budget = [max(1, min(round(r["e2e"]["lbr joint"]["fwd_per_token"]), sizes.cot_samples)) for r in results]
+    bon = [r["e2e"]["cot"][f"pass@{n}"] for r, n in zip(results, budget)]
+    maj = [r["e2e"]["cot"][f"majority@{n}"] for r, n in zip(results, budget)]
+    lines += [f"| cot best-of-n, n = LBR's budget ({'/'.join(map(str, budget))}), verifier picks | {mean_std(bon)} | | | | | |",
+              f"| cot majority vote of n = LBR's budget | {mean_std(maj)} | | | | | |"]
+
+    lines += ["", "## Figures", "", f"![routing evidence]({stem}_depth.png)", "",
+              f"![learning curves]({stem}_curves.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: list[dict], out_dir: str, stem: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def stats(vals):
+        m = statistics.mean(vals)
+        return m, (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+    depths = sorted(int(k.split("@")[1]) for k in results[0]["routing"] if k.startswith("subtree@"))
+    js = sorted({int(k.split("_j")[1]) for k in results[0]["routing"]["subtree@1"] if "_j" in k})
+    fig, axes = plt.subplots(1, len(js), figsize=(4 * len(js), 3.4), sharey=True)
+    for ax, j in zip(axes, js):
+        for key, label, style in [("subtree", "subtree router (trained)", "o-"), ("readout", "P(<eos>) readout (untrained)", "s--")]:
+            m, s = zip(*[stats([r["routing"][f"{key}@{d}"][f"pass@1_j{j}"] for r in results]) for d in depths])
+            ax.errorbar(depths, m, yerr=s, fmt=style, capsize=3, label=label)
+        for key, label, color in [("root@1", "root router", "grey"), ("d1@1", "d1 router", "tab:green")]:
+            m, _ = stats([r["routing"][key][f"pass@1_j{j}"] for r in results])
+            ax.axhline(m, color=color, ls=":", label=label)
+        m, _ = stats([r["e2e"]["cot"][f"pass@1_j{j}"] for r in results])
+        ax.axhline(m, color="black", ls="-.", lw=0.8, label="cot sampling")
+        ax.axhline(1 / N_ARMS, color="red", ls=":", lw=0.8, label=f"chance of the first step (1/{N_ARMS})")
+        ax.axvline(j, color="red", alpha=0.15, lw=8)
+        ax.set_title(f"target depth j = {j}")
+        ax.set_xlabel("lookahead depth")
+        ax.set_xticks(depths)
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("success (Pass@1)")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"{stem}_depth.png"), dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for key in ["rlvr", "lbr router", "lbr joint"]:
+        curves = [r["curves"][key] for r in results]
+        n = min(map(len, curves))
+        m = [statistics.mean(c[i] for c in curves) for i in range(n)]
+        lo = [min(c[i] for c in curves) for i in range(n)]
+        hi = [max(c[i] for c in curves) for i in range(n)]
+        steps = list(range(1, n + 1))
+        ax.plot(steps, m, label=key)
+        ax.fill_between(steps, lo, hi, alpha=0.2)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("mean reward of the batch")
+    ax.set_title("learning curves (mean, min-max over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"{stem}_curves.png"), dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="The synthetic planning experiment (make synthetic).")
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one seed, about a minute")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (quick: 0)")
+    ap.add_argument("--jobs", type=int, default=0, help="parallel seed processes (default: one per seed)")
+    ap.add_argument("--out", default="out/planning", help="checkpoints and run directories (cached)")
+    ap.add_argument("--results", default="results", help="where the table, JSON and plots go")
+    args = ap.parse_args()
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    sizes = QUICK if args.quick else FULL
+    out_root = os.path.join(args.out, "quick") if args.quick else args.out
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=args.jobs or len(seeds)) as pool:
+        results = list(pool.map(run_seed, seeds, [sizes] * len(seeds), [out_root] * len(seeds)))
+    seconds = time.time() - t0
+    os.makedirs(args.results, exist_ok=True)
+    stem = "synthetic_quick" if args.quick else "synthetic"
+    with open(os.path.join(args.results, f"{stem}.json"), "w") as f:
+        json.dump({"seconds": seconds, "sizes": asdict(sizes), "results": results}, f, indent=1)
+    cmd = "python synthetic.py" + (" --quick" if args.quick else "") + f" --seeds {' '.join(map(str, seeds))}"
+    md = report(results, sizes, cmd, seconds, stem)
+    plots(results, args.results, stem)
+    with open(os.path.join(args.results, f"{stem}.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print(f"wrote {args.results}/{stem}.md ({seconds / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
