@@ -1,7 +1,7 @@
 # Every target installs the Python requirements first (once; re-run when requirements.txt changes).
 PYTHON ?= python3
 
-.PHONY: test bench synthetic deps clean
+.PHONY: test bench synthetic math deps clean
 
 # QUICK=1: toy sizes, one seed, about a minute (what CI runs)
 QUICK ?=
@@ -20,6 +20,11 @@ test: out/.deps
 # -> results/synthetic.md + plots (about 20 minutes on 2 cores; QUICK=1: about a minute)
 synthetic: out/.deps
 	$(PYTHON) synthetic.py $(if $(QUICK),--quick,)
+
+# the math experiment: pre-train on mod chain (cached in out/), rlvr / soft / lbr with equal budgets,
+# Pass@1 and Pass@32 -> results/math.md + plots (QUICK=1: toy size, about a minute)
+math: out/.deps
+	$(PYTHON) rlvr.py --task math $(if $(QUICK),--quick,)
 
 # speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores)
 bench: out/.deps

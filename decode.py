@@ -1,6 +1,7 @@
 """
-Decoding loops: `cot` (plain token-by-token sampling, or greedy) and `lbr` (Local Branch
-Routing: grow -> route -> commit/prune/shift), batched over prompts of different lengths, with
+Decoding loops: `cot` (plain token-by-token sampling, or greedy), `soft` (the soft-token
+baseline: K draws per step, their embedding mixture fed on) and `lbr` (Local Branch Routing:
+grow -> route -> commit/prune/shift), batched over prompts of different lengths, with
 a KV cache. Each returns the committed tokens plus a typed record of everything that was
 sampled, which is what likelihood.py needs to recompute log P(τ) under new parameters.
 
@@ -41,6 +42,22 @@ class CotConfig:
 
     def __post_init__(self) -> None:
         _check_common(self.temperature, self.max_new_tokens)
+
+
+@dataclass
+class SoftConfig:
+    k: int = 4  # tokens drawn iid per step (K); K = 1 is exactly `cot`
+    weighting: str = "prob"  # next input = 'prob': probability-weighted mean of the K embeddings; 'mean': plain mean
+    temperature: float = 1.0  # T of p_θ
+    discrete_after: int = -1  # token id that ends the soft span (e.g. math's '#'): later steps draw one token; -1: never
+    max_new_tokens: int = 64  # generation stops after this many tokens (or at EOS)
+
+    def __post_init__(self) -> None:
+        _check_common(self.temperature, self.max_new_tokens)
+        if self.k < 1:
+            raise ValueError(f"k={self.k}: the soft baseline draws k >= 1 tokens per step")
+        if self.weighting not in ("prob", "mean"):
+            raise ValueError(f"weighting={self.weighting!r}: choose 'prob' or 'mean'")
 
 
 @dataclass
@@ -86,6 +103,27 @@ class SequenceTrajectory:
 
 
 @dataclass
+class SoftTrajectory:
+    """A batch of soft-token rollouts: K tokens drawn per step, slot 0 committed, their mixture fed on."""
+    cfg: SoftConfig  # how it was sampled
+    prompt: Tensor  # (B, P) prompts, right-padded with 0
+    prompt_len: Tensor  # (B,)
+    tokens: Tensor  # (B, T, K) the K draws of every step; slot 0 is the committed token
+    active: Tensor  # (B, T, K) bool: the draw happened (slot 0 always; slots 1.. inside the soft span)
+    weights: Tensor  # (B, T, K) mixing weights of the next input (recorded; sum to 1 over K per step)
+    logp: Tensor  # (B, T, K) log p_θ(draw | soft prefix) recorded while sampling, 0 where inactive
+    completion: Tensor  # (B, T) committed tokens (= tokens[..., 0]), 0 past `length`
+    length: Tensor  # (B,) committed tokens (EOS included when it was committed)
+
+    def recorded_logprob(self) -> Tensor:
+        return self.logp.sum((1, 2))
+
+    def forward_tokens(self) -> Tensor:
+        """One forward (of a K-token mixture) per committed token but the last, as for `cot`."""
+        return (self.length - 1).clamp(min=0)
+
+
+@dataclass
 class TreeTrajectory:
     """A batch of LBR rollouts: every node ever born and every router decision.
 
@@ -115,6 +153,10 @@ class TreeTrajectory:
     def forward_tokens(self) -> Tensor:
         """Model forward tokens spent after the prompt, per row: every node born is forwarded once."""
         return self.n_nodes - self.prompt_len
+
+
+DecodeConfig = CotConfig | SoftConfig | LBRConfig  # what a method decodes with
+Trajectory = SequenceTrajectory | SoftTrajectory | TreeTrajectory  # what it records
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +224,53 @@ def decode_cot(model: Transformer, prompts: list[list[int]], cfg: CotConfig, eos
             length += active
         L = int(n_gen.max())
         return SequenceTrajectory(cfg.temperature, prompt, plen, out[:, :L], n_gen, out_logp[:, :L])
+
+
+@torch.no_grad()
+def decode_soft(model: Transformer, prompts: list[list[int]], cfg: SoftConfig, eos_id: int,
+                generator: torch.Generator) -> SoftTrajectory:
+    """The soft-token baseline (Multiplex-style, DESIGN §2): at each step draw K tokens iid from
+    p_θ, commit slot 0, and feed the mixture Σ_k w_k E[token_k] as the next input, with
+    w_k ∝ p(token_k) ('prob') or 1/K ('mean'). log P of a step = Σ_k log p(token_k). After the
+    row commits `discrete_after`, steps draw one token (plain `cot`)."""
+    E = model.embed_tokens.weight
+    with autocast(E.device):
+        T, K = cfg.max_new_tokens, cfg.k
+        cache, prompt, plen, logits, _ = _prefill(model, prompts, 0, T, 0)
+        B, device = len(prompts), prompt.device
+        tokens = torch.zeros(B, T, K, dtype=torch.long, device=device)
+        active = torch.zeros(B, T, K, dtype=torch.bool, device=device)
+        weights = torch.zeros(B, T, K, device=device)
+        rec_logp = torch.zeros(B, T, K, device=device)
+        length = plen.clone()
+        n_gen = torch.zeros_like(plen)
+        running = torch.ones(B, dtype=torch.bool, device=device)
+        soft = torch.ones(B, dtype=torch.bool, device=device)  # still inside the soft span
+        slot = torch.arange(K, device=device)
+        for t in range(T):
+            logp = (logits / cfg.temperature).log_softmax(-1)  # (B, V)
+            tok = sample_categorical(logp[:, None, :].expand(B, K, -1), generator)  # (B, K) iid; K = 1: as cot
+            act = running[:, None] & ((slot == 0) | soft[:, None])  # (B, K)
+            lp = logp.gather(1, tok)  # (B, K)
+            w = torch.where(act, lp.exp() if cfg.weighting == "prob" else torch.ones_like(lp), 0.0)
+            w = w / w.sum(1, keepdim=True).clamp(min=1e-30)
+            tokens[:, t], active[:, t], weights[:, t] = torch.where(act, tok, 0), act, w
+            rec_logp[:, t] = torch.where(act, lp, 0.0)
+            n_gen += running
+            soft &= tok[:, 0] != cfg.discrete_after
+            running &= (tok[:, 0] != eos_id) & (n_gen < T)
+            if not running.any():
+                break
+            x = (w[..., None] * E[tok].float()).sum(1, keepdim=True).to(E.dtype)  # (B, 1, C) the mixture
+            n_keys = int(length.max()) + 1
+            mask = (torch.arange(n_keys, device=device) <= length[:, None])[:, None, :]  # (B, 1, n_keys)
+            logits, _ = model(x, length[:, None], mask, cache, length[:, None])
+            logits = logits[:, 0]
+            length += running
+        L = int(n_gen.max())
+        completion = torch.where(torch.arange(L, device=device) < n_gen[:, None], tokens[:, :L, 0], 0)
+        return SoftTrajectory(cfg, prompt, plen, tokens[:, :L], active[:, :L], weights[:, :L], rec_logp[:, :L],
+                              completion, n_gen)
 
 
 @torch.no_grad()
@@ -284,13 +373,15 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
                               length=n_gen)
 
 
-def generate(model: Transformer, router: Router | None, prompts: list[list[int]], cfg: CotConfig | LBRConfig,
-             eos_id: int, generator: torch.Generator) -> SequenceTrajectory | TreeTrajectory:
+def generate(model: Transformer, router: Router | None, prompts: list[list[int]], cfg: DecodeConfig,
+             eos_id: int, generator: torch.Generator) -> Trajectory:
     """The decoding loop the config asks for (one entry point for every method)."""
     if isinstance(cfg, LBRConfig):
         if router is None:
             raise ValueError("LBR decoding needs a router")
         return decode_lbr(model, router, prompts, cfg, eos_id, generator)
+    if isinstance(cfg, SoftConfig):
+        return decode_soft(model, prompts, cfg, eos_id, generator)
     return decode_cot(model, prompts, cfg, eos_id, generator)
 
 

@@ -4,6 +4,14 @@ Log-probabilities of recorded trajectories under the *current* parameters, with 
 `cot` (a plain sequence):
     log P(y) = Σ_t log p_θ(y_t | x, y_<t)
 
+`soft` (K draws per step, their embedding mixture fed on; DESIGN §2):
+    log P = Σ_t Σ_k log p_θ(y_{t,k} | x, soft inputs < t)
+The inputs are rebuilt from the recorded draws and mixing weights, so the replay is one causal
+forward. With 'mean' weighting the weights are constants and the replay is exact for any θ. With
+'prob' weighting they are p_θ_old of the draws, held fixed: log P is exact at the parameters that
+sampled (every on-policy step), and the gradient treats the weights as part of the input rather
+than differentiating through them (which would need T sequential forwards).
+
 `lbr` (a tree trajectory τ, DESIGN §1):
     log P(τ) = Σ_{nodes n born in τ} log q(n) + Σ_{steps t} log π_φ(i_t | tree_t)
 
@@ -26,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from decode import LBRConfig, SequenceTrajectory, TreeTrajectory, decode_lbr
+from decode import LBRConfig, SequenceTrajectory, SoftTrajectory, Trajectory, TreeTrajectory, decode_lbr
 from model import ModelConfig, Transformer
 from router import Router, RouterConfig, RouterInput
 from tree import TreeShape, ancestor_mask, birth_logq, children_table, subtree_members
@@ -65,6 +73,23 @@ def sequence_logprob(model: Transformer, traj: SequenceTrajectory) -> Tensor:
     logp = (model.head(h_pred) / traj.temperature).log_softmax(-1)
     tok_logp = logp.gather(2, traj.completion[..., None]).squeeze(2)
     return torch.where(t < traj.length[:, None], tok_logp, 0.0)
+
+
+def soft_logprob(model: Transformer, traj: SoftTrajectory) -> Tensor:
+    """(B, T, K) log p_θ of each draw of a soft trajectory; 0 where a draw did not happen."""
+    B, P = traj.prompt.shape
+    T = traj.tokens.shape[1]
+    device = traj.prompt.device
+    E = model.embed_tokens.weight
+    # inputs: the prompt's embeddings, then at position P_b + t the mixture of step t's draws
+    mix = (traj.weights[..., None] * E[traj.tokens]).sum(2)  # (B, T, C); the weights are recorded constants
+    x = torch.cat([E[traj.prompt], torch.zeros(B, T, E.shape[1], device=device, dtype=E.dtype)], 1)
+    t = torch.arange(T, device=device)
+    x = x.scatter(1, (traj.prompt_len[:, None] + t)[..., None].expand(-1, -1, E.shape[1]), mix)
+    h = model.hidden(x)  # (B, P+T, C) causal
+    h_pred = h.gather(1, (traj.prompt_len[:, None] + t - 1)[..., None].expand(-1, -1, h.shape[-1]))  # (B, T, C)
+    logp = (model.head(h_pred) / traj.cfg.temperature).log_softmax(-1)  # (B, T, V)
+    return torch.where(traj.active, logp.gather(2, traj.tokens), 0.0)
 
 
 def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> TreeLogProb:
@@ -122,7 +147,7 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Tr
     return TreeLogProb(node_logq, router_logpi, node_logq.sum(1) + router_logpi.sum(1))
 
 
-def factors(model: Transformer, router: Router | None, traj: SequenceTrajectory | TreeTrajectory) -> Factors:
+def factors(model: Transformer, router: Router | None, traj: Trajectory) -> Factors:
     """Every factor of log P(τ) under the current parameters, for either kind of trajectory."""
     if isinstance(traj, TreeTrajectory):
         out = tree_logprob(model, router, traj)
@@ -130,6 +155,9 @@ def factors(model: Transformer, router: Router | None, traj: SequenceTrajectory 
         taken = torch.arange(traj.choice.shape[1], device=born.device) < traj.length[:, None]
         return Factors(torch.cat([out.node_logq, out.router_logpi], 1), torch.cat([born, taken], 1),
                        torch.cat([torch.ones_like(born), torch.zeros_like(taken)], 1))
+    if isinstance(traj, SoftTrajectory):
+        logp = soft_logprob(model, traj).flatten(1)
+        return Factors(logp, traj.active.flatten(1), torch.ones_like(traj.active.flatten(1)))
     logp = sequence_logprob(model, traj)
     mask = torch.arange(logp.shape[1], device=logp.device) < traj.length[:, None]
     return Factors(logp, mask, torch.ones_like(mask))

@@ -220,20 +220,21 @@ class Transformer(nn.Module):
                cache: KVCache | None = None, slots: Tensor | None = None) -> Tensor:
         """Final hidden states (after the last norm), (B, T, C).
 
-        idx   (B, T) token ids.
+        idx   (B, T) token ids, or (B, T, C) input embeddings (the soft-token baseline feeds
+              mixtures of token embeddings).
         pos   (B, T) position ids; default 0..T-1.
         mask  (B, T, S) bool, mask[b, t, s]: query t may attend key s. Without a cache the keys
               are the T new tokens (S = T); with a cache they are the cache's first S slots,
               after the new tokens were written. Default (no cache only): causal.
         cache a KVCache; the new tokens' keys/values are written at `slots` (B, T).
         """
-        B, T = idx.shape
+        B, T = idx.shape[:2]
         if pos is None:
             pos = torch.arange(T, device=idx.device).expand(B, T)
         if cache is not None and (mask is None or slots is None):
             raise ValueError("a forward through the KV cache needs an explicit mask and slots")
         cos, sin = rope_cos_sin(pos, self.cfg.head_dim, self.cfg.rope_theta)
-        x = self.embed_tokens(idx)  # (B, T, C)
+        x = self.embed_tokens(idx) if idx.dim() == 2 else idx  # (B, T, C)
         if mask is not None:  # boolean -> additive once, not once per layer inside attention
             mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
         for i, layer in enumerate(self.layers):

@@ -1,14 +1,14 @@
 """
-RL from verifiable rewards for every decoding method: GRPO on `cot` or `lbr` rollouts, Pass@k
-evaluation, metrics and resumable checkpoints.
+RL from verifiable rewards for every decoding method: GRPO on `cot`, `soft` or `lbr` rollouts,
+Pass@k evaluation, metrics and resumable checkpoints.
 
 One loop for every method (DESIGN §3): for each prompt draw G rollouts, reward 0/1 from the
 task's verifier, advantage = reward - group mean (optionally / group std), and minimise
 
     L = -(1/B) Σ_rollouts Σ_factors min(r_f A, clip(r_f, 1-ε, 1+ε) A),   r_f = exp(log p_f - log p_f^old)
 
-over the factors of log P(τ) (likelihood.factors: the tokens of a sequence; the node births and
-router choices of an LBR tree). On the first epoch r_f = 1, so the gradient is exactly the
+over the factors of log P(τ) (likelihood.factors: the tokens of a sequence; the K draws of
+every soft step; the node births and router choices of an LBR tree). On the first epoch r_f = 1, so the gradient is exactly the
 likelihood-ratio gradient -(1/B) Σ A ∇ log P(τ), normalised by the batch, not by each rollout's
 length. More epochs per batch (PPO) and a KL penalty to the initial model are options. Base
 model and router are trained jointly; --freeze-model / --freeze-router train one of them.
@@ -18,6 +18,8 @@ Run (a pre-trained base model is made with sft.py, or by `make synthetic`):
         --sampler distinct --out out/rl/lbr_s0
     python rlvr.py --task planning --base out/planning/base_s0.pt --method cot --out out/rl/cot_s0
     python rlvr.py --task planning --base out/planning/base_s0.pt --method lbr --eval-only --out ...
+    python rlvr.py --task math              # the math experiment: pre-train, rlvr/soft/lbr, results/math.md
+    python rlvr.py --task math --quick      # the same at toy size, about a minute
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import copy
 import json
 import math
 import os
+import statistics
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -35,7 +38,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from decode import CotConfig, LBRConfig, SequenceTrajectory, TreeTrajectory, generate
+from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, generate
 from likelihood import Factors, factors
 from model import ModelConfig, Transformer, pick_device
 from router import Router, RouterConfig
@@ -92,7 +95,7 @@ def kl_penalty(new: Factors, ref_logp: Tensor) -> Tensor:
     return (k3 * (new.mask & new.of_model)).sum() / new.logp.shape[0]
 
 
-def rewards_of(task, examples: list[Example], traj: SequenceTrajectory | TreeTrajectory, repeat: int) -> Tensor:
+def rewards_of(task, examples: list[Example], traj: Trajectory, repeat: int) -> Tensor:
     """0/1 reward of every rollout; rollout i answers examples[i // repeat]."""
     comp, length = traj.completion.tolist(), traj.length.tolist()
     return torch.tensor([task.reward(examples[i // repeat], comp[i][: length[i]]) for i in range(len(comp))])
@@ -100,6 +103,13 @@ def rewards_of(task, examples: list[Example], traj: SequenceTrajectory | TreeTra
 
 # ---------------------------------------------------------------------------------------------
 # evaluation
+
+
+def mean_std(values: list[float]) -> str:
+    """'mean ± sample standard deviation' of a metric over seeds (just the value for one seed)."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -110,10 +120,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: Transformer, router: Router | None, task, dec: CotConfig | LBRConfig, examples: list[Example],
+def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig, examples: list[Example],
              n: int, ks: tuple[int, ...], seed: int, chunk: int = 1024) -> dict:
-    """Pass@k (unbiased, n samples per problem), majority vote, forward tokens per committed token,
-    and Pass@1 per target depth when the examples have one."""
+    """Pass@k (unbiased, n samples per problem) overall and per difficulty (task.difficulty),
+    majority vote of the first k samples, and forward tokens per committed token."""
     device = model.embed_tokens.weight.device
     g = torch.Generator(device).manual_seed(seed)
     prompts = [e.prompt for e in examples for _ in range(n)]
@@ -127,14 +137,18 @@ def evaluate(model: Transformer, router: Router | None, task, dec: CotConfig | L
         fwd += int(traj.forward_tokens().sum())
         committed += int(traj.length.sum())
     c = torch.cat(correct).view(len(examples), n)
-    out = {f"pass@{k}": sum(pass_at_k(n, int(ci), k) for ci in c.sum(1)) / len(examples) for k in ks if k <= n}
-    votes = [Counter(completions[i * n: (i + 1) * n]).most_common(1)[0][0] for i in range(len(examples))]
-    out[f"majority@{n}"] = sum(task.reward(e, list(v)) for e, v in zip(examples, votes)) / len(examples)
+    ks = tuple(k for k in ks if k <= n)
+    count = [int(ci) for ci in c.sum(1).tolist()]  # correct samples per problem
+    out = {f"pass@{k}": sum(pass_at_k(n, ci, k) for ci in count) / len(examples) for k in ks}
+    for m in ks:  # majority vote over the first m samples of each problem (ties: the first seen)
+        votes = [Counter(completions[i * n: i * n + m]).most_common(1)[0][0] for i in range(len(examples))]
+        out[f"majority@{m}"] = sum(task.reward(e, list(v)) for e, v in zip(examples, votes)) / len(examples)
     out["fwd_per_token"] = fwd / max(committed, 1)
-    depths = sorted({e.info["depth"] for e in examples if "depth" in e.info})
-    for j in depths:
-        sel = torch.tensor([e.info.get("depth") == j for e in examples])
-        out[f"pass@1_j{j}"] = float(c[sel].float().mean())
+    labels = [task.difficulty(e) for e in examples]
+    for d in sorted(set(labels)):  # Pass@k per difficulty (planning: target depth j2; math: ops3)
+        sel = [ci for ci, lab in zip(count, labels) if lab == d]
+        for k in ks:
+            out[f"pass@{k}_{d}"] = sum(pass_at_k(n, ci, k) for ci in sel) / len(sel)
     return out
 
 
@@ -142,7 +156,7 @@ def evaluate(model: Transformer, router: Router | None, task, dec: CotConfig | L
 # the loop
 
 
-def train_rl(model: Transformer, router: Router | None, task, dec: CotConfig | LBRConfig, cfg: RLConfig,
+def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig, cfg: RLConfig,
              out_dir: str, quiet: bool = False) -> list[dict]:
     """Run (or resume) RL; returns the per-step metrics. Writes out_dir/{metrics.jsonl, rl.pt}."""
     device = model.embed_tokens.weight.device
@@ -231,11 +245,17 @@ def train_rl(model: Transformer, router: Router | None, task, dec: CotConfig | L
 # command line
 
 
-def decoding_from_args(args) -> CotConfig | LBRConfig:
+def decoding_from_args(args, task) -> DecodeConfig:
     if args.method == "lbr":
         return LBRConfig(widths=args.widths, sampler=args.sampler, temperature=args.temperature,
                          router_temperature=args.router_temperature, greedy_router=args.greedy_router,
                          max_new_tokens=args.max_new_tokens)
+    if args.method == "soft":
+        end = task.tokenizer.stoi.get(args.soft_until, -1) if args.soft_until else -1
+        if args.soft_until and end < 0:
+            raise ValueError(f"--soft-until {args.soft_until!r} is not a word of the {task.name} vocabulary")
+        return SoftConfig(k=args.soft_k, weighting=args.soft_weighting, temperature=args.temperature,
+                          discrete_after=end, max_new_tokens=args.max_new_tokens)
     return CotConfig(temperature=args.temperature, greedy=args.greedy, max_new_tokens=args.max_new_tokens)
 
 
@@ -247,14 +267,16 @@ def load_base(path: str, device: torch.device) -> Transformer:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="GRPO on cot or LBR rollouts, with Pass@k evaluation.")
+    ap = argparse.ArgumentParser(description="GRPO on cot, soft or LBR rollouts, with Pass@k evaluation. "
+                                 "`--task math` without --method runs the whole math experiment.")
     g = ap.add_argument_group("task and model")
-    g.add_argument("--task", default="planning", choices=["planning"])
-    g.add_argument("--base", required=True, help="pre-trained base model checkpoint (sft.py)")
-    g.add_argument("--out", required=True, help="run directory: metrics.jsonl, rl.pt (resumed), eval.json")
+    g.add_argument("--task", default="planning", choices=["planning", "math"])
+    g.add_argument("--base", help="pre-trained base model checkpoint (sft.py); needed with --method")
+    g.add_argument("--out", help="run directory: metrics.jsonl, rl.pt (resumed), eval.json "
+                   "(math experiment: checkpoints, default out/math)")
     g.add_argument("--device", default="auto")
     g = ap.add_argument_group("decoding")
-    g.add_argument("--method", default="lbr", choices=["cot", "lbr"])
+    g.add_argument("--method", choices=["cot", "soft", "lbr"], help="train and evaluate one method")
     g.add_argument("--widths", default="4,1,1", help="lbr tree widths")
     g.add_argument("--sampler", default="distinct", choices=["iid", "distinct"])
     g.add_argument("--router", default="subtree", choices=["root", "d1", "subtree"], help="router features")
@@ -262,7 +284,10 @@ def main() -> None:
     g.add_argument("--router-temperature", type=float, default=1.0)
     g.add_argument("--greedy", action="store_true", help="cot: argmax decoding (evaluation only)")
     g.add_argument("--greedy-router", action="store_true", help="lbr: argmax router (evaluation only)")
-    g.add_argument("--max-new-tokens", type=int, default=16)
+    g.add_argument("--soft-k", type=int, default=4, help="soft: tokens drawn per step")
+    g.add_argument("--soft-weighting", default="prob", choices=["prob", "mean"], help="soft: embedding mixture")
+    g.add_argument("--soft-until", default="", help="soft: word after which decoding is discrete (math: '#')")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's longest answer")
     g = ap.add_argument_group("RL (GRPO)")
     for name, default in asdict(RLConfig()).items():
         flag = "--" + name.replace("_", "-")
@@ -274,12 +299,22 @@ def main() -> None:
     g.add_argument("--eval-size", type=int, default=256, help="evaluation problems")
     g.add_argument("--eval-samples", type=int, default=8, help="samples per problem (n of Pass@k)")
     g.add_argument("--eval-only", action="store_true", help="evaluate --base (and the run's checkpoint, if any)")
+    import math_experiment
+    math_experiment.add_args(ap)
     args = ap.parse_args()
 
+    if args.method is None:
+        if args.task != "math":
+            raise ValueError("give --method cot|soft|lbr (the planning experiment is `make synthetic`)")
+        math_experiment.run(args.quick, args.seeds, args.out or "out/math", args.results, args.jobs, args.report_only)
+        return
+    if args.base is None or args.out is None:
+        raise ValueError("--method needs --base CHECKPOINT (from sft.py) and --out RUN_DIR")
     device = pick_device(args.device)
     task = get_task(args.task)
+    args.max_new_tokens = args.max_new_tokens or task.max_answer_len
     model = load_base(args.base, device)
-    dec = decoding_from_args(args)
+    dec = decoding_from_args(args, task)
     router = None
     if args.method == "lbr":
         router = Router(RouterConfig(features=args.router), model.cfg.n_embd, len(dec.widths)).to(device)

@@ -8,6 +8,7 @@ top of this model is only meaningful if they pass (DESIGN §6.1).
 
 Run:
     python sft.py --task planning --out out/planning_s0.pt --seed 0
+    python sft.py --task math --out out/math_s0.pt --seed 0
     python sft.py --task planning --steps 200 --out /tmp/x.pt     (a quick try)
 """
 
@@ -122,7 +123,7 @@ def train_sft(task, model_cfg: ModelConfig, cfg: SFTConfig, out_path: str, devic
 def main() -> None:
     ap = argparse.ArgumentParser(description="Supervised pre-training of the base model on a task.")
     g = ap.add_argument_group("task")
-    g.add_argument("--task", default="planning", choices=["planning"])
+    g.add_argument("--task", default="planning", choices=["planning", "math"])
     g.add_argument("--arm-len", type=int, default=4, help="planning: nodes per arm (L)")
     g.add_argument("--n-arms", type=int, default=4, help="planning: arms per centre (D)")
     g.add_argument("--drill-frac", type=float, default=0.5, help="planning: share of lookup-drill training examples")
@@ -138,7 +139,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    task = get_task(args.task, arm_len=args.arm_len, n_arms=args.n_arms, drill_frac=args.drill_frac)
+    knobs = dict(arm_len=args.arm_len, n_arms=args.n_arms, drill_frac=args.drill_frac) if args.task == "planning" else {}
+    task = get_task(args.task, **knobs)
     model_cfg = ModelConfig.tiny(task.tokenizer.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd, max_seq_len=256)
     cfg = SFTConfig(**{k: getattr(args, k) for k in asdict(SFTConfig())})
     _, ckpt = train_sft(task, model_cfg, cfg, args.out, pick_device(args.device))

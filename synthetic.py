@@ -8,7 +8,7 @@ Per seed (seeds run in parallel processes, one CPU thread each):
    routers `root`, `d1`, `subtree` each trained alone by the likelihood-ratio gradient, plus the
    untrained P(<eos>) readout as a reference; success (Pass@1) per target depth j;
 3. end-to-end RL with equal budgets (same steps, prompts, group size): `cot` (sampling, greedy;
-   no RL), vanilla RLVR (`cot` + GRPO), LBR with the router trained alone, LBR with model and
+   no RL), vanilla RLVR (`cot` + GRPO), the soft-token baseline (`soft` + GRPO, K = 4), LBR with the router trained alone, LBR with model and
    router trained jointly; Pass@1, Pass@8, forward tokens per committed token, and `cot`
    best-of-n at LBR's forward-token budget; learning curves.
 Then results/synthetic.md (tables, health checks, the command and seeds), results/synthetic.json
@@ -29,15 +29,16 @@ import platform
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn as nn
 
-from decode import CotConfig, LBRConfig
+from decode import CotConfig, LBRConfig, SoftConfig, generate
 from model import ModelConfig, Transformer
-from rlvr import RLConfig, evaluate, train_rl
+from rlvr import RLConfig, evaluate, mean_std, train_rl
 from router import Router, RouterConfig, RouterInput
+from tree import children_table
 from sft import SFTConfig, train_sft
 from tasks import get_task
 from tasks.common import make_examples
@@ -74,6 +75,35 @@ class EOSReadout(nn.Module):
         return x.cand_logp + lp_eos.masked_fill(~x.sub_mask, float("-inf")).amax(-1)
 
 
+@torch.no_grad()
+def oracle_ceiling(model: Transformer, task, depth: int, examples: list, samples: int, seed: int) -> dict:
+    """What a router that knew the answer could do at the first step: the share of first trees
+    (widths (4, 1, ..., 1), distinct sampler, the frozen base model) in which some candidate's
+    chain follows the answer path for min(depth, j) tokens, i.e. the right arm is among the
+    candidates and its sampled continuation walks down that arm. Per target depth j."""
+    dec = lbr_config(depth, Sizes(max_new_tokens=1))
+    router = Router(RouterConfig(), model.cfg.n_embd, depth)  # fresh: the candidates do not depend on it
+    prompts = [e.prompt for e in examples for _ in range(samples)]
+    traj = generate(model, router, prompts, dec, task.eos_id, torch.Generator().manual_seed(seed))
+    children = children_table(traj.parent, N_ARMS)  # (B, M, K)
+    hits = []
+    for b, e in enumerate(e for e in examples for _ in range(samples)):
+        need = e.answer[: min(depth, e.info["depth"])]
+        found = False
+        for c in children[b, int(traj.prompt_len[b]) - 1].tolist():
+            path, node = [], c
+            while node >= 0 and len(path) < len(need):
+                path.append(int(traj.tokens[b, node]))
+                node = int(children[b, node, 0])
+            found |= path == need
+        hits.append(found)
+    out = {"pass@1": sum(hits) / len(hits)}
+    for j in sorted({e.info["depth"] for e in examples}):
+        sel = [h for h, e in zip(hits, (e for e in examples for _ in range(samples))) if e.info["depth"] == j]
+        out[f"pass@1_j{j}"] = sum(sel) / len(sel)
+    return out
+
+
 def lbr_config(depth: int, sizes: Sizes, greedy_router: bool = False) -> LBRConfig:
     return LBRConfig(widths=(N_ARMS,) + (1,) * (depth - 1), sampler="distinct", greedy_router=greedy_router,
                      max_new_tokens=sizes.max_new_tokens)
@@ -88,13 +118,15 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
     log = (lambda msg: print(f"[seed {seed}] {msg}", flush=True))
 
     base, ckpt = train_sft(task, ModelConfig.tiny(task.tokenizer.vocab_size, max_seq_len=256),
-                           replace_seed(sizes.sft, seed), os.path.join(out_root, f"base_s{seed}.pt"), dev, quiet=quiet)
+                           replace(sizes.sft, seed=seed), os.path.join(out_root, f"base_s{seed}.pt"), dev, quiet=quiet)
     base.requires_grad_(False)
+    t_experiment = time.time()
     health = task.health(base, make_examples(task, 512, seed=10_000 + seed, split="eval"))
-    log(f"pre-trained ({ckpt['history'][-1]['seconds']:.0f}s): " + json.dumps({k: round(v, 3) for k, v in health.items()}))
+    log(f"pre-trained ({ckpt['history'][-1]['seconds']:.0f}s of training): " + json.dumps({k: round(v, 3) for k, v in health.items()}))
     examples = make_examples(task, sizes.eval_size, seed=20_000 + seed, split="eval")
-    rl = replace_seed(sizes.rl, seed)
-    out = {"seed": seed, "health": health, "routing": {}, "e2e": {}, "curves": {}}
+    rl = replace(sizes.rl, seed=seed)
+    out = {"seed": seed, "health": health, "pretrain_seconds": ckpt["history"][-1]["seconds"], "routing": {}, "e2e": {},
+           "curves": {}}
 
     def rl_run(name: str, dec, router, freeze_model: bool) -> tuple[Transformer, list[dict]]:
         model = copy.deepcopy(base)
@@ -114,6 +146,7 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
             out["routing"][f"{features}@{depth}"] = ev
             log(f"router {features} depth {depth}: pass@1 {ev['pass@1']:.3f}")
     for depth in range(1, sizes.max_depth + 1):
+        out["routing"][f"oracle@{depth}"] = oracle_ceiling(base, task, depth, examples, sizes.lbr_samples, seed)
         ev = evaluate(base, EOSReadout(base, task.eos_id), task, lbr_config(depth, sizes, greedy_router=True),
                       examples, 1, (1,), seed)
         out["routing"][f"readout@{depth}"] = ev
@@ -127,29 +160,22 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
     model, _ = rl_run("rlvr", CotConfig(max_new_tokens=sizes.max_new_tokens), None, freeze_model=False)
     out["e2e"]["rlvr"] = evaluate(model, None, task, CotConfig(max_new_tokens=sizes.max_new_tokens), examples,
                                   sizes.lbr_samples, ks, seed)
+    soft = SoftConfig(k=N_ARMS, max_new_tokens=sizes.max_new_tokens)
+    model, _ = rl_run("soft", soft, None, freeze_model=False)
+    out["e2e"]["soft"] = evaluate(model, None, task, soft, examples, sizes.lbr_samples, ks, seed)
     depth = sizes.max_depth
     out["e2e"]["lbr router"] = out["routing"][f"subtree@{depth}"]
     out["curves"]["lbr router"] = out["curves"][f"router subtree@{depth}"]
     router = Router(RouterConfig(features="subtree"), base.cfg.n_embd, depth)
     model, _ = rl_run("lbr joint", lbr_config(depth, sizes), router, freeze_model=False)
     out["e2e"]["lbr joint"] = evaluate(model, router, task, lbr_config(depth, sizes), examples, sizes.lbr_samples, ks, seed)
-    out["seconds"] = time.time() - t_start
+    out["seconds"], out["experiment_seconds"] = time.time() - t_start, time.time() - t_experiment
     log(f"done in {out['seconds']:.0f}s")
     return out
 
 
-def replace_seed(cfg, seed: int):
-    return type(cfg)(**{**asdict(cfg), "seed": seed})
-
-
 # ---------------------------------------------------------------------------------------------
 # report
-
-
-def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: str) -> str:
@@ -157,10 +183,13 @@ def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: st
     get = lambda section, key, metric: [r[section][key][metric] for r in results]  # noqa: E731
     depths = sorted(int(k.split("@")[1]) for k in results[0]["routing"] if k.startswith("subtree@"))
     js = sorted({int(k.split("_j")[1]) for k in results[0]["routing"]["subtree@1"] if "_j" in k})
+    pre = ", ".join(f"{r['pretrain_seconds'] / 60:.1f}" for r in results)
+    rest = ", ".join(f"{r['experiment_seconds'] / 60:.1f}" for r in results)
     lines = [f"# Synthetic planning experiment (subgoal star, {N_ARMS} arms of 4 nodes)", "",
-             f"Regenerate: `{cmd}`. Seeds {seeds}; "
-             f"cells are mean ± standard deviation over seeds. Wall time {seconds / 60:.1f} min on "
-             f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}.", ""]
+             f"Regenerate: `{cmd}`. Seeds {seeds}; cells are mean ± standard deviation over seeds. "
+             f"Wall time of this run {seconds / 60:.1f} min on {os.cpu_count()} CPU cores ({platform.machine()}), "
+             f"torch {torch.__version__}. Per seed (seeds in parallel, one thread each): pre-training {pre} min "
+             f"(cached in out/ once done), everything after it {rest} min.", ""]
 
     lines += ["## Health of the pre-trained models", "",
               "Gate of DESIGN §6.1: (1) teacher-forced accuracy after the first answer token >= 0.99; "
@@ -182,10 +211,14 @@ def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: st
               f"Success = Pass@1 of LBR with widths ({N_ARMS}, 1, ..., 1) and the `distinct` sampler (the candidates "
               "are distinct first tokens), sampled router; per target depth j. `root` and `d1` read nothing below "
               "depth 1, so their success does not depend on the lookahead depth: they are trained once, at depth 1. "
-              "`readout` is the untrained reference (greedy: log p(candidate) + max log p(<eos>) in the subtree).", "",
+              "`readout` is the untrained reference (greedy: log p(candidate) + max log p(<eos>) in the subtree). "
+              "`oracle` is a ceiling, not a method: the share of first trees in which some candidate's sampled "
+              "chain walks down the answer path for min(depth, j) tokens (a router that knew the answer could "
+              "pick it; the frozen model's candidates and chains cap every router).", "",
               "| router | lookahead depth | " + " | ".join(f"j={j}" for j in js) + " | all |",
               "| --- | ---: | " + " | ".join("---:" for _ in js) + " | ---: |"]
-    for key in ["root@1", "d1@1"] + [f"subtree@{d}" for d in depths] + [f"readout@{d}" for d in depths]:
+    for key in (["root@1", "d1@1"] + [f"subtree@{d}" for d in depths] + [f"readout@{d}" for d in depths]
+                + [f"oracle@{d}" for d in depths if f"oracle@{d}" in results[0]["routing"]]):
         name, d = key.split("@")
         cells = [mean_std(get("routing", key, f"pass@1_j{j}")) for j in js] + [mean_std(get("routing", key, "pass@1"))]
         lines.append(f"| {name} | {d if name not in ('root', 'd1') else 'any'} | " + " | ".join(cells) + " |")
@@ -197,12 +230,14 @@ def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: st
               "`fwd/token` = model forward tokens per committed token.", "",
               "| method | Pass@1 | Pass@8 | " + " | ".join(f"Pass@1 j={j}" for j in js) + " | fwd/token |",
               "| --- | ---: | ---: | " + " | ".join("---:" for _ in js) + " | ---: |"]
-    for key in ["cot greedy", "cot", "rlvr", "lbr router", "lbr joint"]:
+    for key in ["cot greedy", "cot", "rlvr", "soft", "lbr router", "lbr joint"]:
         p8 = mean_std(get("e2e", key, "pass@8")) if "pass@8" in results[0]["e2e"][key] else "-"
         lines.append(f"| {key} | {mean_std(get('e2e', key, 'pass@1'))} | {p8} | "
                      + " | ".join(mean_std(get("e2e", key, f"pass@1_j{j}")) for j in js)
                      + f" | {mean_std(get('e2e', key, 'fwd_per_token'))} |")
-    budget = [max(1, min(round(r["e2e"]["lbr joint"]["fwd_per_token"]), sizes.cot_samples)) for r in results]
+    # cot samples with the forward tokens of one LBR rollout (capped by the samples drawn)
+    budget = [max(1, min(round(r["e2e"]["lbr joint"]["fwd_per_token"] / r["e2e"]["cot"]["fwd_per_token"]),
+                         sizes.cot_samples)) for r in results]
     bon = [r["e2e"]["cot"][f"pass@{n}"] for r, n in zip(results, budget)]
     maj = [r["e2e"]["cot"][f"majority@{n}"] for r, n in zip(results, budget)]
     lines += [f"| cot best-of-n, n = LBR's budget ({'/'.join(map(str, budget))}), verifier picks | {mean_std(bon)} | | | | | |",
@@ -226,9 +261,12 @@ def plots(results: list[dict], out_dir: str, stem: str) -> None:
     js = sorted({int(k.split("_j")[1]) for k in results[0]["routing"]["subtree@1"] if "_j" in k})
     fig, axes = plt.subplots(1, len(js), figsize=(4 * len(js), 3.4), sharey=True)
     for ax, j in zip(axes, js):
-        for key, label, style in [("subtree", "subtree router (trained)", "o-"), ("readout", "P(<eos>) readout (untrained)", "s--")]:
+        curves = [("subtree", "subtree router (trained)", "o-"), ("readout", "P(<eos>) readout (untrained)", "s--"),
+                  ("oracle", "ceiling: some candidate's chain is right", "^:")]
+        for key, label, style in [c for c in curves if f"{c[0]}@1" in results[0]["routing"]]:
             m, s = zip(*[stats([r["routing"][f"{key}@{d}"][f"pass@1_j{j}"] for r in results]) for d in depths])
-            ax.errorbar(depths, m, yerr=s, fmt=style, capsize=3, label=label)
+            ax.errorbar(depths, m, yerr=s, fmt=style, capsize=3, label=label,
+                        color={"subtree": "tab:blue", "readout": "tab:orange", "oracle": "tab:purple"}[key])
         for key, label, color in [("root@1", "root router", "grey"), ("d1@1", "d1 router", "tab:green")]:
             m, _ = stats([r["routing"][key][f"pass@1_j{j}"] for r in results])
             ax.axhline(m, color=color, ls=":", label=label)
@@ -247,7 +285,7 @@ def plots(results: list[dict], out_dir: str, stem: str) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for key in ["rlvr", "lbr router", "lbr joint"]:
+    for key in ["rlvr", "soft", "lbr router", "lbr joint"]:
         curves = [r["curves"][key] for r in results]
         n = min(map(len, curves))
         m = [statistics.mean(c[i] for c in curves) for i in range(n)]
@@ -272,18 +310,25 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=0, help="parallel seed processes (default: one per seed)")
     ap.add_argument("--out", default="out/planning", help="checkpoints and run directories (cached)")
     ap.add_argument("--results", default="results", help="where the table, JSON and plots go")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the table and plots from the saved JSON")
     args = ap.parse_args()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     sizes = QUICK if args.quick else FULL
     out_root = os.path.join(args.out, "quick") if args.quick else args.out
-    t0 = time.time()
-    with ProcessPoolExecutor(max_workers=args.jobs or len(seeds)) as pool:
-        results = list(pool.map(run_seed, seeds, [sizes] * len(seeds), [out_root] * len(seeds)))
-    seconds = time.time() - t0
-    os.makedirs(args.results, exist_ok=True)
     stem = "synthetic_quick" if args.quick else "synthetic"
-    with open(os.path.join(args.results, f"{stem}.json"), "w") as f:
-        json.dump({"seconds": seconds, "sizes": asdict(sizes), "results": results}, f, indent=1)
+    json_path = os.path.join(args.results, f"{stem}.json")
+    if args.report_only:
+        with open(json_path) as f:
+            saved = json.load(f)
+        results, seconds, seeds = saved["results"], saved["seconds"], [r["seed"] for r in saved["results"]]
+    else:
+        t0 = time.time()
+        with ProcessPoolExecutor(max_workers=args.jobs or len(seeds)) as pool:
+            results = list(pool.map(run_seed, seeds, [sizes] * len(seeds), [out_root] * len(seeds)))
+        seconds = time.time() - t0
+        os.makedirs(args.results, exist_ok=True)
+        with open(json_path, "w") as f:
+            json.dump({"seconds": seconds, "sizes": asdict(sizes), "results": results}, f, indent=1)
     cmd = "python synthetic.py" + (" --quick" if args.quick else "") + f" --seeds {' '.join(map(str, seeds))}"
     md = report(results, sizes, cmd, seconds, stem)
     plots(results, args.results, stem)

@@ -8,4 +8,7 @@ def get_task(name: str, **overrides):
     if name == "planning":
         from tasks.planning import PlanningConfig, PlanningTask
         return PlanningTask(PlanningConfig(**overrides))
-    raise ValueError(f"unknown task {name!r}: choose 'planning'")
+    if name == "math":
+        from tasks.math import MathConfig, MathTask
+        return MathTask(MathConfig(**overrides))
+    raise ValueError(f"unknown task {name!r}: choose 'planning' or 'math'")

@@ -75,6 +75,10 @@ class PlanningTask:
     def max_answer_len(self) -> int:
         return (self.cfg.hubs + 1) * self.cfg.arm_len + self.cfg.hubs + 1
 
+    def difficulty(self, example: Example) -> str:
+        """The label results are reported by: the target depth, 'j2'."""
+        return f"j{example.info['depth']}"
+
     def sample(self, rng: random.Random, split: str = "train") -> Example:
         """One graph and question. `split` picks the target depths (train: all; eval: interior)."""
         c = self.cfg

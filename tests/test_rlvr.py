@@ -5,10 +5,10 @@ import itertools
 import pytest
 import torch
 
-from decode import CotConfig, LBRConfig
+from decode import CotConfig, LBRConfig, SoftConfig
 from helpers import tiny_model
 from likelihood import Factors
-from rlvr import RLConfig, grpo_advantages, pass_at_k, policy_loss, train_rl
+from rlvr import RLConfig, evaluate, grpo_advantages, pass_at_k, policy_loss, train_rl
 from router import Router, RouterConfig
 from tasks.common import Example
 
@@ -53,16 +53,34 @@ class OneTokenTask:
     def reward(self, example, completion):
         return float(completion[:1] == [2])
 
+    def difficulty(self, example):
+        return "easy"
 
-def test_one_grpo_step_raises_expected_reward(tmp_path):
+
+@pytest.mark.parametrize("dec", [CotConfig(max_new_tokens=1), SoftConfig(k=3, max_new_tokens=1)])
+def test_one_grpo_step_raises_expected_reward(tmp_path, dec):
+    """E[R] = p(2 | prompt) for cot and for soft (slot 0 is the committed token; the other draws'
+    terms are independent of the reward, so they add noise but no bias)."""
     model = tiny_model(vocab=4)
     with torch.no_grad():
         before = model(torch.tensor([[0, 1]]))[0][0, -1].softmax(-1)[2].item()
     cfg = RLConfig(steps=1, prompts_per_step=1, group_size=256, model_lr=3e-3)
-    train_rl(model, None, OneTokenTask(), CotConfig(max_new_tokens=1), cfg, str(tmp_path), quiet=True)
+    train_rl(model, None, OneTokenTask(), dec, cfg, str(tmp_path), quiet=True)
     with torch.no_grad():
         after = model(torch.tensor([[0, 1]]))[0][0, -1].softmax(-1)[2].item()
     assert after > before + 1e-3
+
+
+def test_evaluate_reports_pass_at_k_by_difficulty():
+    model = tiny_model(vocab=4)
+    with torch.no_grad():
+        p2 = model(torch.tensor([[0, 1]]))[0][0, -1].softmax(-1)[2].item()
+    task = OneTokenTask()
+    out = evaluate(model, None, task, CotConfig(max_new_tokens=1), [task.sample(None)] * 50, 40, (1, 4, 40), seed=0)
+    assert set(out) >= {"pass@1", "pass@4", "pass@40", "majority@1", "majority@40", "fwd_per_token",
+                        "pass@1_easy", "pass@40_easy"}
+    assert out["pass@1"] == out["pass@1_easy"] and out["pass@1"] <= out["pass@4"] <= out["pass@40"]
+    assert abs(out["pass@1"] - p2) < 4 * (p2 * (1 - p2) / 2000) ** 0.5  # 2000 samples of a Bernoulli(p2)
 
 
 def test_lbr_step_trains_model_and_router_jointly(tmp_path):

@@ -1,0 +1,256 @@
+"""
+The math experiment behind `python rlvr.py --task math` and `make math` (DESIGN §6.2, §7).
+
+Per seed (seeds run in parallel processes, one CPU thread each):
+1. pre-train the tiny GPT on the built-in "mod chain" task (tasks/math.py) with sft.py on
+   few operations (cached in out/math/), and print its health: greedy accuracy per number of
+   operations;
+2. RL with equal budgets (the same steps, prompts and group size) for `rlvr` (GRPO on `cot`
+   rollouts), `soft` (GRPO on soft-token rollouts) and `lbr` (GRPO on LBR rollouts, model and
+   router jointly), on more operations than pre-training saw;
+3. evaluate `cot` (the base model, no RL) and each trained model with n samples per problem:
+   Pass@1 and Pass@n by the unbiased estimator, per number of operations, forward tokens per
+   committed token, and `cot` best-of-k at LBR's forward-token budget.
+Then results/math.md (tables with mean ± spread over seeds, the health checks, the command),
+results/math.json and results/math_passk.png (Pass@k against k per method).
+
+Run:
+    python rlvr.py --task math              # default size, seeds 0 1 2
+    python rlvr.py --task math --quick      # toy size, one seed, about a minute
+    python math_experiment.py --report-only # rewrite the table and plot from results/math.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from decode import CotConfig, LBRConfig, SoftConfig
+from model import ModelConfig
+from rlvr import RLConfig, evaluate, mean_std, train_rl
+from router import Router, RouterConfig
+from sft import SFTConfig, train_sft
+from tasks import get_task
+from tasks.common import make_examples
+
+METHODS = ["cot", "rlvr", "soft", "lbr"]
+
+
+@dataclass
+class MathSizes:
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=4000, lr=3e-3))  # pre-training (cached per seed)
+    rl: RLConfig = field(default_factory=lambda: RLConfig(steps=40, prompts_per_step=16, group_size=8))  # every method
+    n_layer: int = 2  # the tiny model (ModelConfig.tiny)
+    n_embd: int = 64
+    eval_size: int = 150  # evaluation problems, operation counts drawn from MathConfig.eval_ops
+    samples: int = 32  # samples per problem (n): Pass@1 .. Pass@n
+    widths: tuple[int, ...] = (4, 1)  # LBR tree: 4 candidates, each with one continuation token
+    sampler: str = "iid"  # LBR siblings: iid, so that a fresh router starts as exactly the base model
+    router: str = "subtree"  # LBR router features
+    soft_k: int = 4  # soft-token draws per step (the same 4 branches as LBR's candidates)
+
+
+FULL = MathSizes()
+QUICK = MathSizes(sft=SFTConfig(steps=150, eval_every=150, eval_size=32), rl=RLConfig(steps=2, prompts_per_step=4, group_size=4),
+                  eval_size=10, samples=4)
+
+
+def decoders(task, sizes: MathSizes) -> dict[str, CotConfig | SoftConfig | LBRConfig]:
+    T = task.max_answer_len
+    return {"cot": CotConfig(max_new_tokens=T), "rlvr": CotConfig(max_new_tokens=T),
+            "soft": SoftConfig(k=sizes.soft_k, discrete_after=task.hash_id, max_new_tokens=T),
+            "lbr": LBRConfig(widths=sizes.widths, sampler=sizes.sampler, max_new_tokens=T)}
+
+
+def run_seed(seed: int, sizes: MathSizes, out_root: str, quiet: bool = True) -> dict:
+    """Pre-train (or load), train every method, evaluate; returns a JSON-able dict."""
+    torch.set_num_threads(1)
+    t_start = time.time()
+    dev = torch.device("cpu")
+    task = get_task("math")
+    log = (lambda msg: print(f"[seed {seed}] {msg}", flush=True))
+    model_cfg = ModelConfig.tiny(task.tokenizer.vocab_size, n_layer=sizes.n_layer, n_embd=sizes.n_embd, max_seq_len=256)
+    base, ckpt = train_sft(task, model_cfg, replace(sizes.sft, seed=seed), os.path.join(out_root, f"base_s{seed}.pt"),
+                           dev, quiet=quiet)
+    base.requires_grad_(False)
+    t_experiment = time.time()
+    health = task.health(base, make_examples(task, 500, seed=10_000 + seed, split="eval"))
+    log(f"pre-trained ({ckpt['history'][-1]['seconds']:.0f}s of training): "
+        + json.dumps({k: round(v, 3) for k, v in health.items()}))
+    examples = make_examples(task, sizes.eval_size, seed=20_000 + seed, split="eval")
+    ks = tuple(range(1, sizes.samples + 1))
+    decs = decoders(task, sizes)
+    out = {"seed": seed, "health": health, "pretrain_seconds": ckpt["history"][-1]["seconds"], "eval": {},
+           "curves": {}}
+    out["eval"]["cot greedy"] = evaluate(base, None, task, CotConfig(greedy=True, max_new_tokens=task.max_answer_len),
+                                         examples, 1, (1,), seed)
+    out["eval"]["cot"] = evaluate(base, None, task, decs["cot"], examples, sizes.samples, ks, seed)
+    log(f"cot: pass@1 {out['eval']['cot']['pass@1']:.3f}, pass@{sizes.samples} {out['eval']['cot'][f'pass@{sizes.samples}']:.3f}")
+    for method in METHODS[1:]:
+        model = copy.deepcopy(base)
+        router = Router(RouterConfig(features=sizes.router), model.cfg.n_embd, len(sizes.widths)) if method == "lbr" else None
+        hist = train_rl(model, router, task, decs[method], replace(sizes.rl, seed=seed),
+                        os.path.join(out_root, "rl", f"{method}_s{seed}"), quiet=True)
+        out["curves"][method] = [h["reward"] for h in hist]
+        out["eval"][method] = evaluate(model.requires_grad_(False), router, task, decs[method], examples, sizes.samples,
+                                       ks, seed)
+        log(f"{method}: pass@1 {out['eval'][method]['pass@1']:.3f}, "
+            f"pass@{sizes.samples} {out['eval'][method][f'pass@{sizes.samples}']:.3f}")
+    out["seconds"], out["experiment_seconds"] = time.time() - t_start, time.time() - t_experiment
+    log(f"done in {out['seconds']:.0f}s")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def report(results: list[dict], sizes: MathSizes, cmd: str, seconds: float, stem: str) -> str:
+    n = sizes.samples
+    seeds = [r["seed"] for r in results]
+    get = lambda key, metric: [r["eval"][key][metric] for r in results]  # noqa: E731
+    diffs = sorted({k.split("_")[1] for k in results[0]["eval"]["cot"] if k.startswith("pass@1_")},
+                   key=lambda d: int(d[3:]))
+    pre = ", ".join(f"{r['pretrain_seconds'] / 60:.1f}" for r in results)
+    rest = ", ".join(f"{r['experiment_seconds'] / 60:.1f}" for r in results)
+    task_cfg = get_task("math").cfg
+    lines = ["# Math experiment (mod chain, DESIGN §6.2)", "",
+             f"Regenerate: `{cmd}`. Seeds {seeds}; cells are mean ± standard deviation over seeds. "
+             f"Wall time of this run {seconds / 60:.1f} min on {os.cpu_count()} CPU cores ({platform.machine()}), "
+             f"torch {torch.__version__}. Per seed (seeds in parallel, one thread each): pre-training {pre} min "
+             f"(cached in out/ once done), everything after it {rest} min.", "",
+             f"Task: arithmetic mod {task_cfg.p}, operators `{task_cfg.ops}`, {task_cfg.distractors} distractor "
+             f"statements; pre-training on {list(task_cfg.train_ops)} operations, RL on {list(task_cfg.rl_ops)}, "
+             f"evaluation on {list(task_cfg.eval_ops)} ({sizes.eval_size} problems per seed, n = {n} samples each).",
+             "", "## Health of the pre-trained models", "",
+             "Greedy accuracy per number of operations (RL needs room: greedy well below Pass@n on the RL "
+             "difficulties), and teacher-forced token accuracy.", "",
+             "| seed | tf acc | " + " | ".join(f"greedy {d}" for d in diffs) + " |",
+             "| ---: | ---: | " + " | ".join("---:" for _ in diffs) + " |"]
+    for r in results:
+        h = r["health"]
+        lines.append(f"| {r['seed']} | {h['tf_acc']:.3f} | " + " | ".join(f"{h[f'greedy_acc_{d}']:.3f}" for d in diffs) + " |")
+
+    rl = sizes.rl
+    lines += ["", "## Pass@1 and Pass@" + str(n), "",
+              f"RL: {rl.steps} GRPO steps x {rl.prompts_per_step} prompts x {rl.group_size} rollouts for every trained "
+              f"method (model lr {rl.model_lr}, router lr {rl.router_lr}). `soft`: K = {sizes.soft_k} draws per step, "
+              f"probability-weighted embedding mixture, discrete after `#`. `lbr`: widths {sizes.widths}, "
+              f"`{sizes.sampler}` siblings, `{sizes.router}` router, model and router trained jointly. "
+              "`fwd/token` = model forward tokens per committed token.", "",
+              f"| method | Pass@1 | Pass@{n} | " + " | ".join(f"Pass@1 {d}" for d in diffs) + " | "
+              + " | ".join(f"Pass@{n} {d}" for d in diffs) + " | fwd/token |",
+              "| --- | ---: | ---: | " + " | ".join("---:" for _ in diffs * 2) + " | ---: |"]
+    for key in ["cot greedy"] + METHODS:
+        pn = mean_std(get(key, f"pass@{n}")) if f"pass@{n}" in results[0]["eval"][key] else "-"
+        lines.append(f"| {key} | {mean_std(get(key, 'pass@1'))} | {pn} | "
+                     + " | ".join(mean_std(get(key, f"pass@1_{d}")) for d in diffs) + " | "
+                     + " | ".join(mean_std(get(key, f"pass@{n}_{d}")) if pn != "-" else "-" for d in diffs)
+                     + f" | {mean_std(get(key, 'fwd_per_token'))} |")
+    budget = [max(1, min(round(r["eval"]["lbr"]["fwd_per_token"] / r["eval"]["cot"]["fwd_per_token"]), n))
+              for r in results]
+    lines += [f"| cot best-of-k, k = LBR's forward budget ({'/'.join(map(str, budget))}), verifier picks | "
+              f"{mean_std([r['eval']['cot'][f'pass@{k}'] for r, k in zip(results, budget)])} | | "
+              + " | ".join("" for _ in diffs * 2) + " | |",
+              f"| cot majority vote of k = LBR's budget | "
+              f"{mean_std([r['eval']['cot'][f'majority@{k}'] for r, k in zip(results, budget)])} | | "
+              + " | ".join("" for _ in diffs * 2) + " | |"]
+    lines += ["", "## Figures", "", f"![Pass@k]({stem}_passk.png)", "", f"![learning curves]({stem}_curves.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: list[dict], sizes: MathSizes, out_dir: str, stem: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = list(range(1, sizes.samples + 1))
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for key in METHODS:
+        vals = [[r["eval"][key][f"pass@{k}"] for r in results] for k in ks]
+        m = [statistics.mean(v) for v in vals]
+        ax.plot(ks, m, label=key)
+        ax.fill_between(ks, [min(v) for v in vals], [max(v) for v in vals], alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples)")
+    ax.set_ylabel("Pass@k")
+    ax.set_title("Pass@k on mod chain (mean, min-max over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"{stem}_passk.png"), dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for key in METHODS[1:]:
+        curves = [r["curves"][key] for r in results]
+        steps = list(range(1, min(map(len, curves)) + 1))
+        ax.plot(steps, [statistics.mean(c[i - 1] for c in curves) for i in steps], label=key)
+        ax.fill_between(steps, [min(c[i - 1] for c in curves) for i in steps],
+                        [max(c[i - 1] for c in curves) for i in steps], alpha=0.2)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("mean reward of the batch")
+    ax.set_title("learning curves (mean, min-max over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"{stem}_curves.png"), dpi=110)
+    plt.close(fig)
+
+
+def run(quick: bool, seeds: list[int] | None, out: str, results_dir: str, jobs: int = 0,
+        report_only: bool = False) -> str:
+    """The whole experiment (or only its report from the saved JSON); returns the markdown."""
+    sizes = QUICK if quick else FULL
+    seeds = seeds or ([0] if quick else [0, 1, 2])
+    stem = "math_quick" if quick else "math"
+    json_path = os.path.join(results_dir, f"{stem}.json")
+    if report_only:
+        with open(json_path) as f:
+            saved = json.load(f)
+        results, seconds, seeds = saved["results"], saved["seconds"], [r["seed"] for r in saved["results"]]
+    else:
+        t0 = time.time()
+        out_root = os.path.join(out, "quick") if quick else out
+        with ProcessPoolExecutor(max_workers=jobs or len(seeds)) as pool:
+            results = list(pool.map(run_seed, seeds, [sizes] * len(seeds), [out_root] * len(seeds)))
+        seconds = time.time() - t0
+        os.makedirs(results_dir, exist_ok=True)
+        with open(json_path, "w") as f:
+            json.dump({"seconds": seconds, "sizes": asdict(sizes), "results": results}, f, indent=1)
+    cmd = "python rlvr.py --task math" + (" --quick" if quick else "") + f" --seeds {' '.join(map(str, seeds))}"
+    md = report(results, sizes, cmd, seconds, stem)
+    plots(results, sizes, results_dir, stem)
+    with open(os.path.join(results_dir, f"{stem}.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print(f"wrote {results_dir}/{stem}.md ({seconds / 60:.1f} min)")
+    return md
+
+
+def add_args(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("math experiment (python rlvr.py --task math without --method)")
+    g.add_argument("--quick", action="store_true", help="toy sizes, one seed, about a minute")
+    g.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (quick: 0)")
+    g.add_argument("--jobs", type=int, default=0, help="parallel seed processes (default: one per seed)")
+    g.add_argument("--results", default="results", help="where the table, JSON and plots go")
+    g.add_argument("--report-only", action="store_true", help="rewrite the table and plots from the saved JSON")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="The math experiment (python rlvr.py --task math).")
+    add_args(ap)
+    ap.add_argument("--out", default="out/math", help="checkpoints and run directories (cached)")
+    args = ap.parse_args()
+    run(args.quick, args.seeds, args.out, args.results, args.jobs, args.report_only)
+
+
+if __name__ == "__main__":
+    main()

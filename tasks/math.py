@@ -1,0 +1,282 @@
+"""
+Math task "mod chain" (DESIGN §6.2), and the GSM8K format for real models.
+
+Mod chain: a shrunken, program-generated iGSM-style problem. Shuffled statements assign
+constants or combine two variables; a query names one variable; all arithmetic is mod `p`:
+
+    prompt:  c = 5 ; k = c * f ; f = 3 ; d = 7 ; y = k + d ; ? y ;
+    answer:  k = 5 * 3 = 4 ; y = 4 + 7 = 0 ; # 0 <eos>
+
+The answer has one line per *needed* operation, in dependency order, each with its operands'
+values substituted and its result, then `# result`. Statements the query does not need are
+distractors. The verifier checks the integer after the last `#` (and, with `verify_lines`,
+that there is one line per needed operation and every line's arithmetic is right). The number of operations is the difficulty: supervised
+pre-training sees few (`train_ops`), RL and evaluation more (`rl_ops`, `eval_ops`).
+
+GSM8K format: `load_gsm8k(path)` reads `{"question", "answer"}` lines whose answer ends with
+`#### n`; `extract_answer(text)` pulls the final number out of a model's completion (the last
+`####`, else the last number); `same_number(a, b)` compares numerically after normalising commas,
+`$`, `%` and trailing `.0`. This is the path a user takes with a real model and tokenizer
+(`--model DIR --data FILE`); the tests check it against the real files.
+
+Run `python -m tasks.math` to print a few examples.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+from tasks.common import Example
+from tokenizer import WordTokenizer
+
+VAR_NAMES = "abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass
+class MathConfig:
+    p: int = 11  # modulus of every operation
+    n_vars: int = 20  # variable names (the first n_vars lower-case letters)
+    ops: str = "+-*"  # operators in use
+    train_ops: tuple[int, ...] = (1, 2, 3)  # operations per problem for supervised pre-training
+    rl_ops: tuple[int, ...] = (3, 4, 5)  # operations per problem for RL
+    eval_ops: tuple[int, ...] = (1, 2, 3, 4, 5)  # operations per problem for evaluation (reported per value)
+    distractors: int = 2  # statements the query does not need
+    reuse: float = 0.3  # chance that an operation's second operand is an earlier variable, not a fresh constant
+    shuffle: bool = True  # shuffle the statements (False: dependency order, an easier task)
+    verify_lines: bool = False  # reward also requires every answer line's arithmetic to be right
+
+    def __post_init__(self) -> None:
+        self.train_ops, self.rl_ops, self.eval_ops = tuple(self.train_ops), tuple(self.rl_ops), tuple(self.eval_ops)
+        if not 2 <= self.p <= 1000:
+            raise ValueError(f"p={self.p}: the modulus must lie in 2..1000")
+        if not self.ops or set(self.ops) - set("+-*"):
+            raise ValueError(f"ops={self.ops!r}: choose a non-empty subset of '+-*'")
+        if not 1 <= self.n_vars <= len(VAR_NAMES):
+            raise ValueError(f"n_vars must lie in 1..{len(VAR_NAMES)}")
+        if min(self.train_ops + self.rl_ops + self.eval_ops) < 1:
+            raise ValueError("operation counts must be >= 1")
+        # worst case: n ops, n + 1 constants, every distractor a fresh variable
+        if 2 * max(self.train_ops + self.rl_ops + self.eval_ops) + 1 + self.distractors > self.n_vars:
+            raise ValueError(f"n_vars={self.n_vars} is too small for {max(self.train_ops + self.rl_ops + self.eval_ops)} "
+                             f"operations and {self.distractors} distractors: raise n_vars or lower the counts")
+
+    @property
+    def max_ops(self) -> int:
+        return max(self.train_ops + self.rl_ops + self.eval_ops)
+
+
+def apply_op(a: int, op: str, b: int, p: int) -> int:
+    return (a + b) % p if op == "+" else (a - b) % p if op == "-" else (a * b) % p
+
+
+class MathTask:
+    name = "math"
+
+    def __init__(self, cfg: MathConfig | None = None):
+        self.cfg = cfg or MathConfig()
+        words = list(VAR_NAMES[: self.cfg.n_vars]) + [str(i) for i in range(self.cfg.p)] + list(self.cfg.ops)
+        self.tokenizer = WordTokenizer(words + ["=", ";", "?", "#", "<eos>"])
+        self.eos_id = self.tokenizer.eos_id
+        self.hash_id = self.tokenizer.stoi["#"]  # ends the working: the soft baseline turns discrete after it
+
+    @property
+    def max_answer_len(self) -> int:
+        return 8 * self.cfg.max_ops + 3  # `v = a op b = r ;` per operation, then `# r <eos>`
+
+    def difficulty(self, example: Example) -> str:
+        """The label results are reported by: the number of operations, 'ops3'."""
+        return f"ops{example.info['ops']}"
+
+    def sample(self, rng: random.Random, split: str = "train") -> Example:
+        """One problem; `split` picks the operation counts ('train', 'rl' or 'eval')."""
+        c = self.cfg
+        n = rng.choice({"train": c.train_ops, "rl": c.rl_ops}.get(split, c.eval_ops))
+        names = rng.sample(VAR_NAMES[: c.n_vars], c.n_vars)  # a fresh name is names.pop()
+        value: dict[str, int] = {}
+        statements: list[tuple[str, ...]] = []  # (v, k) constants and (v, a, op, b) operations
+
+        def constant() -> str:
+            v = names.pop()
+            value[v] = rng.randrange(c.p)
+            statements.append((v, str(value[v])))
+            return v
+
+        lines, prev = [], None
+        for i in range(n):
+            # operation i reads operation i-1's result, so the query needs all n of them
+            a = prev if prev is not None else constant()
+            earlier = [v for v in value if v != a]
+            b = rng.choice(earlier) if earlier and rng.random() < c.reuse else constant()
+            if rng.random() < 0.5:
+                a, b = b, a
+            op, v = rng.choice(c.ops), names.pop()
+            value[v] = apply_op(value[a], op, value[b], c.p)
+            statements.append((v, a, op, b))
+            lines.append(f"{v} = {value[a]} {op} {value[b]} = {value[v]} ;")
+            prev = v
+        needed = list(value)
+        for _ in range(c.distractors):  # a fresh constant, or an operation nobody reads
+            if rng.random() < 0.5:
+                constant()
+            else:
+                a, b = rng.choice(needed), rng.choice(needed)
+                op, v = rng.choice(c.ops), names.pop()
+                value[v] = apply_op(value[a], op, value[b], c.p)
+                statements.append((v, a, op, b))
+        if c.shuffle:
+            rng.shuffle(statements)
+        prompt = " ".join(" ".join((s[0], "=") + s[1:]) + " ;" for s in statements) + f" ? {prev} ;"
+        answer = " ".join(lines) + f" # {value[prev]} <eos>"
+        return Example(prompt=self.tokenizer.encode(prompt), answer=self.tokenizer.encode(answer),
+                       info={"ops": n, "result": value[prev]})
+
+    def final_value(self, completion: list[int]) -> int | None:
+        """The integer after the last `#` (None if there is none)."""
+        words = self.tokenizer.decode([t for t in completion if t != self.eos_id]).split()
+        if "#" not in words:
+            return None
+        i = len(words) - 1 - words[::-1].index("#")
+        return int(words[i + 1]) if i + 1 < len(words) and words[i + 1].isdigit() else None
+
+    def lines_correct(self, completion: list[int], n_lines: int | None = None) -> bool:
+        """Every `v = a op b = r ;` line before `#` is well formed and r = a op b (mod p), and
+        there are `n_lines` of them (if given: one per needed operation)."""
+        words = self.tokenizer.decode(completion).split()
+        working = words[: words.index("#")] if "#" in words else words
+        text = " ".join(working)
+        lines = [ln.split() for ln in text.split(";") if ln.strip()]
+        if n_lines is not None and len(lines) != n_lines:
+            return False
+        for ln in lines:
+            if len(ln) != 7 or ln[1] != "=" or ln[5] != "=" or ln[3] not in self.cfg.ops:
+                return False
+            if not (ln[2].isdigit() and ln[4].isdigit() and ln[6].isdigit()):
+                return False
+            if apply_op(int(ln[2]), ln[3], int(ln[4]), self.cfg.p) != int(ln[6]):
+                return False
+        return True
+
+    def reward(self, example: Example, completion: list[int]) -> float:
+        """1 if the completion ends with <eos> and the integer after its last `#` is the answer."""
+        completion = list(completion)
+        if not completion or completion[-1] != self.eos_id:
+            return 0.0
+        if self.final_value(completion) != example.info["result"]:
+            return 0.0
+        return float(not self.cfg.verify_lines or self.lines_correct(completion, example.info["ops"]))
+
+    @torch.no_grad()
+    def health(self, model, examples: list[Example]) -> dict[str, float]:
+        """Health of a pre-trained model on `examples` (eval split):
+        tf_acc          teacher-forced argmax accuracy over the answer tokens;
+        greedy_acc      greedy decoding gets the final answer right (reward 1);
+        greedy_acc_opsN the same per number of operations N (want: well below 1 on the RL
+                        difficulties, so that RL has room; DESIGN §6.2)."""
+        from decode import CotConfig, decode_cot  # local: keeps the task importable without a model
+        from tasks.common import teacher_forced_logits
+        logp, targets, mask = teacher_forced_logits(model, examples)
+        out = {"tf_acc": float((logp.argmax(-1) == targets)[mask].float().mean())}
+        dec = CotConfig(greedy=True, max_new_tokens=self.max_answer_len)
+        g = torch.Generator(model.embed_tokens.weight.device).manual_seed(0)
+        traj = decode_cot(model, [e.prompt for e in examples], dec, self.eos_id, g)
+        comp, length = traj.completion.tolist(), traj.length.tolist()
+        ok = torch.tensor([self.reward(e, comp[i][: length[i]]) for i, e in enumerate(examples)])
+        out["greedy_acc"] = float(ok.mean())
+        for n in sorted({e.info["ops"] for e in examples}):
+            sel = torch.tensor([e.info["ops"] == n for e in examples])
+            out[f"greedy_acc_ops{n}"] = float(ok[sel].mean())
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# GSM8K format
+
+_NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?%?|-?\$?\s*\.\d+%?")
+
+
+@dataclass
+class GSM8KItem:
+    question: str
+    answer: str  # the full reference solution
+    gold: str  # the normalised final number after `####`
+    line: int  # line number in the file (1-based)
+
+
+def normalize_number(text: str) -> str | None:
+    """'$1,200.00' -> '1200', '-3.50' -> '-3.5', '45%' -> '45', '7.' -> '7'; None if not a number.
+
+    Whole values become integers ('12.0' -> '12'); other decimals lose trailing zeros."""
+    s = text.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip("%").rstrip(".")
+    if not re.fullmatch(r"-?(\d+(\.\d*)?|\.\d+)", s):
+        return None
+    v = Fraction(s)
+    if v.denominator == 1:
+        return str(v.numerator)
+    sign, digits = ("-", s[1:]) if s.startswith("-") else ("", s)
+    return sign + ("0" + digits if digits.startswith(".") else digits).rstrip("0")
+
+
+def extract_answer(text: str) -> str | None:
+    """The final numeric answer of a completion, normalised: the number after the last `####`
+    if there is one, else the last number in the text; None if there is no number."""
+    if "####" in text:
+        tail = text.rsplit("####", 1)[1]
+        m = _NUMBER.search(tail)
+        return normalize_number(m.group()) if m else None
+    found = _NUMBER.findall(text)
+    return normalize_number(found[-1]) if found else None
+
+
+def same_number(a: str | None, b: str | None) -> bool:
+    """Numeric equality of two answers ('1,200' == '1200.0'); False if either is missing."""
+    a, b = normalize_number(a) if a else None, normalize_number(b) if b else None
+    return a is not None and b is not None and Fraction(a) == Fraction(b)
+
+
+def load_gsm8k(path: str, strict: bool = False) -> list[GSM8KItem]:
+    """Read a GSM8K-format JSONL file. A malformed line (bad JSON, missing field, no `#### n`)
+    raises ValueError naming its line number if `strict`, else it is reported on stderr and
+    skipped; nothing is dropped silently."""
+    import sys
+    items, bad = [], []
+    with open(path, encoding="utf-8") as f:
+        for i, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+                    raise ValueError('needs string fields "question" and "answer"')
+                if "####" not in row["answer"]:
+                    raise ValueError('the answer has no "#### n" line')
+                gold = normalize_number(row["answer"].rsplit("####", 1)[1])
+                if gold is None:
+                    raise ValueError(f"the text after #### is not a number: {row['answer'].rsplit('####', 1)[1].strip()!r}")
+            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                msg = f"{path}:{i}: malformed GSM8K line: {e}"
+                if strict:
+                    raise ValueError(msg + " (fix the line, or drop --strict to skip such lines)") from None
+                bad.append(msg)
+                continue
+            items.append(GSM8KItem(question=row["question"], answer=row["answer"], gold=gold, line=i))
+    for msg in bad:
+        print(f"skipped {msg}", file=sys.stderr)
+    return items
+
+
+def main() -> None:
+    task = MathTask()
+    rng = random.Random(0)
+    for split in ["train", "rl", "eval"]:
+        ex = task.sample(rng, split)
+        print(f"[{split}, {ex.info['ops']} ops] {task.tokenizer.decode(ex.prompt)}\n    -> {task.tokenizer.decode(ex.answer)}")
+
+
+if __name__ == "__main__":
+    main()
