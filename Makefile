@@ -1,7 +1,7 @@
 # Every target installs the Python requirements first (once; re-run when requirements.txt changes).
 PYTHON ?= python3
 
-.PHONY: test bench synthetic math deps clean
+.PHONY: test bench synthetic math gpu-check deps clean
 
 # QUICK=1: toy sizes, one seed, about a minute (what CI runs)
 QUICK ?=
@@ -12,8 +12,14 @@ out/.deps: requirements.txt
 	$(PYTHON) -m pip install -q -r requirements.txt
 	@mkdir -p out && touch $@
 
-# correctness: exactness of the likelihood, equivalence of tree/cached forwards, distributions (~1 min)
-test: out/.deps
+# the tests also install their oracles (transformers, tokenizers, safetensors; never used at run time)
+out/.deps-test: requirements-test.txt out/.deps
+	$(PYTHON) -m pip install -q -r requirements-test.txt
+	@touch $@
+
+# correctness: exactness of the likelihood, equivalence of tree/cached forwards, distributions,
+# parity with the oracles, two-process RL (a few minutes)
+test: out/.deps-test
 	$(PYTHON) -m pytest
 
 # the planning experiment: pre-train (cached in out/), routing evidence, end-to-end RL
@@ -29,6 +35,10 @@ math: out/.deps
 # speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores)
 bench: out/.deps
 	$(PYTHON) bench.py
+
+# the whole path on a CUDA GPU in under 5 minutes (parity, LBR decode + replay, RL steps, timing)
+gpu-check: out/.deps
+	$(PYTHON) gpu_check.py
 
 clean:
 	rm -rf out .pytest_cache __pycache__ tests/__pycache__

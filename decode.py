@@ -279,6 +279,9 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
     """LBR decoding: at every step grow the local tree, route, commit, prune and shift."""
     device = model.embed_tokens.weight.device
     check_sampler(cfg.sampler, cfg.widths, model.cfg.vocab_size)
+    if getattr(router, "max_depth", len(cfg.widths)) < len(cfg.widths):
+        raise ValueError(f"the router reads trees of depth <= {router.max_depth}, the widths {cfg.widths} have depth "
+                         f"{len(cfg.widths)}: build Router(..., max_depth={len(cfg.widths)})")
     shape = TreeShape.from_widths(cfg.widths).to(device)
     N, K, T = shape.n_slots, shape.n_cand, cfg.max_new_tokens
     scratch, trunk0 = N, N + 1  # cache layout: [tree slots 0..N-1 | scratch | trunk]

@@ -2,12 +2,11 @@
 The math experiment behind `python rlvr.py --task math` and `make math` (DESIGN §6.2, §7).
 
 Per seed (seeds run in parallel processes, one CPU thread each):
-1. pre-train the tiny GPT on the built-in "mod chain" task (tasks/math.py) with sft.py on
-   few operations (cached in out/math/), and print its health: greedy accuracy per number of
-   operations;
+1. pre-train the tiny GPT on the built-in "mod chain" task (tasks/math.py) with sft.py
+   (cached in out/math/), and print its health: greedy accuracy per number of operations;
 2. RL with equal budgets (the same steps, prompts and group size) for `rlvr` (GRPO on `cot`
    rollouts), `soft` (GRPO on soft-token rollouts) and `lbr` (GRPO on LBR rollouts, model and
-   router jointly), on more operations than pre-training saw;
+   router jointly);
 3. evaluate `cot` (the base model, no RL) and each trained model with n samples per problem:
    Pass@1 and Pass@n by the unbiased estimator, per number of operations, forward tokens per
    committed token, and `cot` best-of-k at LBR's forward-token budget.
@@ -47,8 +46,8 @@ METHODS = ["cot", "rlvr", "soft", "lbr"]
 
 @dataclass
 class MathSizes:
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=4000, lr=3e-3))  # pre-training (cached per seed)
-    rl: RLConfig = field(default_factory=lambda: RLConfig(steps=40, prompts_per_step=16, group_size=8))  # every method
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=3000))  # pre-training (cached per seed)
+    rl: RLConfig = field(default_factory=lambda: RLConfig(steps=60))  # every method: 60 x 16 prompts x 8 rollouts
     n_layer: int = 2  # the tiny model (ModelConfig.tiny)
     n_embd: int = 64
     eval_size: int = 150  # evaluation problems, operation counts drawn from MathConfig.eval_ops

@@ -18,6 +18,9 @@ Run (a pre-trained base model is made with sft.py, or by `make synthetic`):
         --sampler distinct --out out/rl/lbr_s0
     python rlvr.py --task planning --base out/planning/base_s0.pt --method cot --out out/rl/cot_s0
     python rlvr.py --task planning --base out/planning/base_s0.pt --method lbr --eval-only --out ...
+    torchrun --nproc_per_node=2 rlvr.py --task planning --base ... --method lbr --out ...   # several GPUs/processes
+    python rlvr.py --model DIR --data train.jsonl --eval-data test.jsonl --method lbr --widths 4,1 \\
+        --sampler iid --out out/qwen_lbr   # a local Llama/Qwen2 checkpoint on GSM8K-format data
     python rlvr.py --task math              # the math experiment: pre-train, rlvr/soft/lbr, results/math.md
     python rlvr.py --task math --quick      # the same at toy size, about a minute
 """
@@ -62,6 +65,51 @@ class RLConfig:
     grad_clip: float = 1.0  # max gradient norm
     seed: int = 0  # prompts and sampling of every step derive from (seed, step)
     save_every: int = 10  # steps between checkpoints (and at the end)
+    shards: int = 0  # rollout slices per step, each with its own generator (0: one per process; see train_rl)
+
+
+# ---------------------------------------------------------------------------------------------
+# several processes (torchrun): each takes a share of the prompts; gradients and counts are summed
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without torch.distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def all_reduce_grads(params: list[Tensor]) -> None:
+    """Sum every gradient over the processes: each computed its slices' share of a loss that is
+    normalised by the whole step's rollout count, so the sum is the whole step's gradient."""
+    if dist_rank_world()[1] == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+
+
+def all_reduce_sum(x, device: torch.device):
+    """A float (or list of floats) summed over the processes."""
+    if dist_rank_world()[1] == 1:
+        return x
+    t = torch.tensor(x if isinstance(x, list) else [x], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist() if isinstance(x, list) else float(t[0])
+
+
+def init_distributed() -> torch.device:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, gloo on CPU) and
+    return this process's device; otherwise the autodetected device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return pick_device()
+    cuda = torch.cuda.is_available()
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,8 +124,9 @@ def grpo_advantages(rewards: Tensor, normalize_std: bool) -> Tensor:
     return adv.flatten()
 
 
-def policy_loss(new: Factors, old_logp: Tensor, adv: Tensor, clip_eps: float) -> Tensor:
-    """PPO-clipped likelihood-ratio loss over every factor, normalised by the number of rollouts.
+def policy_loss(new: Factors, old_logp: Tensor, adv: Tensor, clip_eps: float, n_rollouts: int | None = None) -> Tensor:
+    """PPO-clipped likelihood-ratio loss over every factor, normalised by the number of rollouts
+    B of the whole step (`n_rollouts`; default: these rollouts; a constant, never a length).
 
     With old_logp = new.logp.detach() (the first epoch) every ratio is 1 and the gradient is
     -(1/B) Σ_b A_b ∇ log P(τ_b).
@@ -85,14 +134,14 @@ def policy_loss(new: Factors, old_logp: Tensor, adv: Tensor, clip_eps: float) ->
     ratio = torch.exp(new.logp - old_logp)
     a = adv[:, None]
     objective = torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
-    return -(objective * new.mask).sum() / len(adv)
+    return -(objective * new.mask).sum() / (n_rollouts or len(adv))
 
 
-def kl_penalty(new: Factors, ref_logp: Tensor) -> Tensor:
+def kl_penalty(new: Factors, ref_logp: Tensor, n_rollouts: int | None = None) -> Tensor:
     """k3 estimate of KL(current || reference) summed over the model's sampled factors, per rollout."""
     d = ref_logp - new.logp
     k3 = torch.exp(d) - d - 1
-    return (k3 * (new.mask & new.of_model)).sum() / new.logp.shape[0]
+    return (k3 * (new.mask & new.of_model)).sum() / (n_rollouts or new.logp.shape[0])
 
 
 def rewards_of(task, examples: list[Example], traj: Trajectory, repeat: int) -> Tensor:
@@ -125,18 +174,26 @@ def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig,
     """Pass@k (unbiased, n samples per problem) overall and per difficulty (task.difficulty),
     majority vote of the first k samples, and forward tokens per committed token."""
     device = model.embed_tokens.weight.device
-    g = torch.Generator(device).manual_seed(seed)
-    prompts = [e.prompt for e in examples for _ in range(n)]
+    rank, world = dist_rank_world()
+    lo, hi = rank * len(examples) // world, (rank + 1) * len(examples) // world  # this process's problems
+    g = torch.Generator(device).manual_seed(seed + 7919 * rank)
+    prompts = [e.prompt for e in examples[lo:hi] for _ in range(n)]
     chunk = max(n, chunk // n * n)  # whole problems per chunk
     correct, completions, fwd, committed = [], [], 0, 0
     for a in range(0, len(prompts), chunk):
         traj = generate(model, router, prompts[a: a + chunk], dec, task.eos_id, g)
-        part = examples[a // n: (a + chunk) // n]
-        correct.append(rewards_of(task, part, traj, n))
+        part = examples[lo + a // n: lo + (a + chunk) // n]
+        correct += rewards_of(task, part, traj, n).tolist()
         completions += [tuple(c[:m]) for c, m in zip(traj.completion.tolist(), traj.length.tolist())]
         fwd += int(traj.forward_tokens().sum())
         committed += int(traj.length.sum())
-    c = torch.cat(correct).view(len(examples), n)
+    if world > 1:  # every process gets every problem's outcomes, in problem order
+        parts = [None] * world
+        torch.distributed.all_gather_object(parts, (correct, completions, fwd, committed))
+        correct = [x for p in parts for x in p[0]]
+        completions = [x for p in parts for x in p[1]]
+        fwd, committed = sum(p[2] for p in parts), sum(p[3] for p in parts)
+    c = torch.tensor(correct).view(len(examples), n)
     ks = tuple(k for k in ks if k <= n)
     count = [int(ci) for ci in c.sum(1).tolist()]  # correct samples per problem
     out = {f"pass@{k}": sum(pass_at_k(n, ci, k) for ci in count) / len(examples) for k in ks}
@@ -203,40 +260,60 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
         os.replace(ckpt_path + ".tmp", ckpt_path)
 
     P, G = cfg.prompts_per_step, cfg.group_size
+    rank, world = dist_rank_world()
+    shards = cfg.shards or world
+    if shards % world or P % shards:
+        raise ValueError(f"shards={shards} must be a multiple of the {world} processes and divide "
+                         f"prompts_per_step={P}; set --shards")
+    params = [p for grp in groups for p in grp["params"]]
     bar = tqdm(range(start, cfg.steps), desc=f"rl {type(dec).__name__[:-6].lower()}", initial=start, total=cfg.steps,
-               disable=quiet)
+               disable=quiet or rank > 0)
     for step in bar:
         t0 = time.time()
         examples = make_examples(task, P, seed=cfg.seed * 1_000_003 + step, split="rl")
-        g = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
+        # the step's rollouts come in `shards` slices of P/shards prompts, each sampled with its
+        # own generator; this process takes every world-th slice. The rollouts, hence the update,
+        # do not depend on the number of processes (tests/test_ddp.py).
         model.eval()
-        traj = generate(model, router, [e.prompt for e in examples for _ in range(G)], dec, task.eos_id, g)
-        rewards = rewards_of(task, examples, traj, G).to(device)
-        adv = grpo_advantages(rewards.view(P, G).float(), cfg.normalize_std)
-        ref_logp = None
-        if ref_model is not None:
-            with torch.no_grad():
-                ref_logp = factors(ref_model, router, traj).logp
-        old_logp, losses = None, []
+        batches = []
+        for s in range(rank, shards, world):
+            part = examples[s * P // shards: (s + 1) * P // shards]
+            g = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step + s * 1_000_000_007)
+            traj = generate(model, router, [e.prompt for e in part for _ in range(G)], dec, task.eos_id, g)
+            rewards = rewards_of(task, part, traj, G).to(device)
+            adv = grpo_advantages(rewards.view(len(part), G).float(), cfg.normalize_std)
+            ref_logp = None
+            if ref_model is not None:
+                with torch.no_grad():
+                    ref_logp = factors(ref_model, router, traj).logp
+            batches.append((traj, rewards, adv, ref_logp))
+        old, losses = [None] * len(batches), []
         for _ in range(cfg.epochs):
-            new = factors(model, router, traj)
-            old_logp = new.logp.detach() if old_logp is None else old_logp
-            loss = policy_loss(new, old_logp, adv, cfg.clip_eps)
-            if ref_logp is not None:
-                loss = loss + cfg.kl_coef * kl_penalty(new, ref_logp)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for grp in groups for p in grp["params"]], cfg.grad_clip)
+            total = 0.0
+            for i, (traj, _, adv, ref_logp) in enumerate(batches):
+                new = factors(model, router, traj)
+                old[i] = new.logp.detach() if old[i] is None else old[i]
+                loss = policy_loss(new, old[i], adv, cfg.clip_eps, n_rollouts=P * G)
+                if ref_logp is not None:
+                    loss = loss + cfg.kl_coef * kl_penalty(new, ref_logp, n_rollouts=P * G)
+                loss.backward()  # gradients of the slices add up to the gradient of the whole step
+                total += loss.item()
+            all_reduce_grads(params)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
-            losses.append(loss.item())
-        row = {"step": step + 1, "reward": float(rewards.float().mean()), "loss": losses[0],
-               "fwd_per_token": float(traj.forward_tokens().sum() / traj.length.sum()),
-               "length": float(traj.length.float().mean()), "seconds": time.time() - t0}
+            losses.append(all_reduce_sum(total, device))
+        reward_sum, fwd_sum, len_sum = all_reduce_sum([sum(float(b[1].float().sum()) for b in batches),
+                                                       sum(float(b[0].forward_tokens().sum()) for b in batches),
+                                                       sum(float(b[0].length.sum()) for b in batches)], device)
+        row = {"step": step + 1, "reward": reward_sum / (P * G), "loss": losses[0],
+               "fwd_per_token": fwd_sum / max(len_sum, 1), "length": len_sum / (P * G), "seconds": time.time() - t0}
         history.append(row)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if rank == 0:  # only rank 0 writes
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
         bar.set_postfix(reward=f"{row['reward']:.3f}")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+        if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             save(step + 1)
     return history
 
@@ -272,6 +349,11 @@ def main() -> None:
     g = ap.add_argument_group("task and model")
     g.add_argument("--task", default="planning", choices=["planning", "math"])
     g.add_argument("--base", help="pre-trained base model checkpoint (sft.py); needed with --method")
+    g.add_argument("--model", help="a local Llama/Qwen2 checkpoint directory (config.json, *.safetensors, "
+                   "tokenizer.json) instead of --base")
+    g.add_argument("--data", help="GSM8K-format JSONL to train on (with --model)")
+    g.add_argument("--eval-data", help="GSM8K-format JSONL to evaluate on (default: --data)")
+    g.add_argument("--strict-data", action="store_true", help="reject a malformed JSONL line instead of skipping it")
     g.add_argument("--out", help="run directory: metrics.jsonl, rl.pt (resumed), eval.json "
                    "(math experiment: checkpoints, default out/math)")
     g.add_argument("--device", default="auto")
@@ -304,16 +386,32 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.method is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("the math experiment runs its seeds in local processes; under torchrun give --method")
         if args.task != "math":
             raise ValueError("give --method cot|soft|lbr (the planning experiment is `make synthetic`)")
         math_experiment.run(args.quick, args.seeds, args.out or "out/math", args.results, args.jobs, args.report_only)
         return
-    if args.base is None or args.out is None:
-        raise ValueError("--method needs --base CHECKPOINT (from sft.py) and --out RUN_DIR")
-    device = pick_device(args.device)
-    task = get_task(args.task)
+    if (args.base is None) == (args.model is None) or args.out is None:
+        raise ValueError("--method needs --out RUN_DIR and one of --base CHECKPOINT (from sft.py) or --model DIR")
+    if args.data and not args.model:
+        raise ValueError("--data needs --model DIR (a pretrained model with its tokenizer.json)")
+    device = init_distributed() if args.device == "auto" else pick_device(args.device)
+    rank = dist_rank_world()[0]
+    if args.model:
+        from checkpoint import load_pretrained
+        from tasks.math import GSM8KTask, load_gsm8k
+        from tokenizer import BPETokenizer
+        if not args.data:
+            raise ValueError("--model needs --data FILE.jsonl (GSM8K format) to train and evaluate on")
+        tok = BPETokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
+        task = GSM8KTask(load_gsm8k(args.data, args.strict_data), tok, max_answer_len=args.max_new_tokens or 512,
+                         eval_items=load_gsm8k(args.eval_data, args.strict_data) if args.eval_data else None)
+        model = load_pretrained(args.model, device)
+    else:
+        task = get_task(args.task)
+        model = load_base(args.base, device)
     args.max_new_tokens = args.max_new_tokens or task.max_answer_len
-    model = load_base(args.base, device)
     dec = decoding_from_args(args, task)
     router = None
     if args.method == "lbr":
@@ -328,10 +426,13 @@ def main() -> None:
             router.load_state_dict(ckpt["router"])
     examples = make_examples(task, args.eval_size, seed=10_000 + args.seed, split="eval")
     result = evaluate(model.eval(), router, task, dec, examples, args.eval_samples, (1, args.eval_samples), args.seed)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "eval.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print(json.dumps(result, indent=1))
+    if rank == 0:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "eval.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        print(json.dumps(result, indent=1))
+    if dist_rank_world()[1] > 1:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class RouterInput:
 class Router(nn.Module):
     def __init__(self, cfg: RouterConfig, n_embd: int, max_depth: int):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.max_depth = cfg, max_depth  # the deepest tree it can read (widths of at most this length)
         self.root_proj = nn.Linear(2 * n_embd + 1, cfg.width)
         self.node_proj = nn.Linear(n_embd, cfg.width)
         self.depth_emb = nn.Embedding(max_depth, cfg.width)

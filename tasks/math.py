@@ -5,13 +5,19 @@ Mod chain: a shrunken, program-generated iGSM-style problem. Shuffled statements
 constants or combine two variables; a query names one variable; all arithmetic is mod `p`:
 
     prompt:  c = 5 ; k = c * f ; f = 3 ; d = 7 ; y = k + d ; ? y ;
-    answer:  k = 5 * 3 = 4 ; y = 4 + 7 = 0 ; # 0 <eos>
+    answer:  k = c * f = 5 * 3 = 4 ; y = k + d = 4 + 7 = 0 ; # 0 <eos>
 
-The answer has one line per *needed* operation, in dependency order, each with its operands'
-values substituted and its result, then `# result`. Statements the query does not need are
-distractors. The verifier checks the integer after the last `#` (and, with `verify_lines`,
-that there is one line per needed operation and every line's arithmetic is right). The number of operations is the difficulty: supervised
-pre-training sees few (`train_ops`), RL and evaluation more (`rl_ops`, `eval_ops`).
+The answer has one line per *needed* operation, in dependency order: the operation restated by
+name, then with its operands' values substituted, and its result; then `# result`. Restating
+(`restate`, on by default; DESIGN §6.2's lines are `k = 5 * 3 = 4 ;`) turns each operand value
+into a one-hop lookup of the name just written; without it a value is a two-hop lookup (find
+the statement of k, read the operand's name, find its value). Measured on the tiny model after
+2.5k steps without restating: teacher-forced accuracy 100% on results (the arithmetic) but
+44-70% on operand values, and greedy accuracy at chance from 2 operations on. Statements the query does not need are
+distractors. The verifier checks the integer after the last `#` and, with `verify_lines` (the
+default, see `reward`), re-executes every line of the working against the program. The number of operations is the difficulty: supervised
+supervised pre-training, RL and evaluation each draw it from their own list (`train_ops`,
+`rl_ops`, `eval_ops`).
 
 GSM8K format: `load_gsm8k(path)` reads `{"question", "answer"}` lines whose answer ends with
 `#### n`; `extract_answer(text)` pulls the final number out of a model's completion (the last
@@ -43,13 +49,18 @@ class MathConfig:
     p: int = 11  # modulus of every operation
     n_vars: int = 20  # variable names (the first n_vars lower-case letters)
     ops: str = "+-*"  # operators in use
-    train_ops: tuple[int, ...] = (1, 2, 3)  # operations per problem for supervised pre-training
-    rl_ops: tuple[int, ...] = (3, 4, 5)  # operations per problem for RL
-    eval_ops: tuple[int, ...] = (1, 2, 3, 4, 5)  # operations per problem for evaluation (reported per value)
+    # Operations per problem. DESIGN §6.2 suggests RL on 3-5; measured on the tiny model (2 layers,
+    # d = 64, 2k steps), the strict Pass@32 (see `reward`) is 1.0 / 0.18 / 0.06 at 1 / 2 / 3
+    # operations and 0 at 4 and 5: no reward to learn from there, so RL and evaluation use 1-3.
+    train_ops: tuple[int, ...] = (1, 2, 3)  # for supervised pre-training
+    rl_ops: tuple[int, ...] = (1, 2, 3)  # for RL
+    eval_ops: tuple[int, ...] = (1, 2, 3)  # for evaluation (results are reported per value)
     distractors: int = 2  # statements the query does not need
     reuse: float = 0.3  # chance that an operation's second operand is an earlier variable, not a fresh constant
     shuffle: bool = True  # shuffle the statements (False: dependency order, an easier task)
-    verify_lines: bool = False  # reward also requires every answer line's arithmetic to be right
+    drill_frac: float = 0.3  # share of training examples that are value-lookup drills (see `_drill`)
+    verify_lines: bool = True  # reward also re-executes every answer line (False: the final number only; see reward)
+    restate: bool = True  # answer lines restate the operation by name first: `y = k + d = 4 + 7 = 0 ;`
 
     def __post_init__(self) -> None:
         self.train_ops, self.rl_ops, self.eval_ops = tuple(self.train_ops), tuple(self.rl_ops), tuple(self.eval_ops)
@@ -87,7 +98,8 @@ class MathTask:
 
     @property
     def max_answer_len(self) -> int:
-        return 8 * self.cfg.max_ops + 3  # `v = a op b = r ;` per operation, then `# r <eos>`
+        per_line = 12 if self.cfg.restate else 8  # `v = x op z = a op b = r ;` or `v = a op b = r ;`
+        return per_line * self.cfg.max_ops + 3  # then `# r <eos>`
 
     def difficulty(self, example: Example) -> str:
         """The label results are reported by: the number of operations, 'ops3'."""
@@ -118,7 +130,8 @@ class MathTask:
             op, v = rng.choice(c.ops), names.pop()
             value[v] = apply_op(value[a], op, value[b], c.p)
             statements.append((v, a, op, b))
-            lines.append(f"{v} = {value[a]} {op} {value[b]} = {value[v]} ;")
+            named = f"{a} {op} {b} = " if c.restate else ""
+            lines.append(f"{v} = {named}{value[a]} {op} {value[b]} = {value[v]} ;")
             prev = v
         needed = list(value)
         for _ in range(c.distractors):  # a fresh constant, or an operation nobody reads
@@ -131,10 +144,25 @@ class MathTask:
                 statements.append((v, a, op, b))
         if c.shuffle:
             rng.shuffle(statements)
-        prompt = " ".join(" ".join((s[0], "=") + s[1:]) + " ;" for s in statements) + f" ? {prev} ;"
+        prompt = " ".join(" ".join((s[0], "=") + s[1:]) + " ;" for s in statements)
+        if split == "train" and rng.random() < c.drill_frac:
+            return self._drill(rng, prompt, statements)
+        prompt += f" ? {prev} ;"
         answer = " ".join(lines) + f" # {value[prev]} <eos>"
         return Example(prompt=self.tokenizer.encode(prompt), answer=self.tokenizer.encode(answer),
-                       info={"ops": n, "result": value[prev]})
+                       info={"ops": n, "result": value[prev], "values": value,
+                             "defs": {st[0]: st[1:] for st in statements if len(st) == 4}})
+
+    def _drill(self, rng: random.Random, prompt: str, statements: list[tuple[str, ...]]) -> Example:
+        """A training-only lookup drill on the same statements: `... ? ;` -> `x1 = v1 ; ... x4 = v4 ; <eos>`
+        for random constants x; only the values (and <eos>) are learned. It asks nothing about the
+        query, so it teaches no solving, only the value lookup that every answer line needs (the
+        step the tiny model learned last, or on some seeds not at all, without drills)."""
+        consts = [st for st in statements if len(st) == 2]
+        picks = [rng.choice(consts) for _ in range(4)]
+        answer = " ".join(f"{x} = {v} ;" for x, v in picks) + " <eos>"
+        return Example(prompt=self.tokenizer.encode(prompt + " ? ;"), answer=self.tokenizer.encode(answer),
+                       info={"ops": 0, "drill": True}, loss_mask=[False, False, True, False] * 4 + [True])
 
     def final_value(self, completion: list[int]) -> int | None:
         """The integer after the last `#` (None if there is none)."""
@@ -144,32 +172,39 @@ class MathTask:
         i = len(words) - 1 - words[::-1].index("#")
         return int(words[i + 1]) if i + 1 < len(words) and words[i + 1].isdigit() else None
 
-    def lines_correct(self, completion: list[int], n_lines: int | None = None) -> bool:
-        """Every `v = a op b = r ;` line before `#` is well formed and r = a op b (mod p), and
-        there are `n_lines` of them (if given: one per needed operation)."""
+    def lines_correct(self, example: Example, completion: list[int]) -> bool:
+        """Re-execute the working: one line per needed operation, each naming a variable the
+        program defines by an operation, restating that operation (with `restate`), with the
+        operands' true values and the right result (mod p)."""
         words = self.tokenizer.decode(completion).split()
         working = words[: words.index("#")] if "#" in words else words
-        text = " ".join(working)
-        lines = [ln.split() for ln in text.split(";") if ln.strip()]
-        if n_lines is not None and len(lines) != n_lines:
+        lines = [ln.split() for ln in " ".join(working).split(";") if ln.strip()]
+        if len(lines) != example.info["ops"]:
             return False
+        value, defs = example.info["values"], example.info["defs"]
         for ln in lines:
-            if len(ln) != 7 or ln[1] != "=" or ln[5] != "=" or ln[3] not in self.cfg.ops:
+            if len(ln) != (11 if self.cfg.restate else 7) or ln[1] != "=" or ln[0] not in defs:
                 return False
-            if not (ln[2].isdigit() and ln[4].isdigit() and ln[6].isdigit()):
+            x, op, z = defs[ln[0]]
+            if self.cfg.restate and ln[2:6] != [x, op, z, "="]:
                 return False
-            if apply_op(int(ln[2]), ln[3], int(ln[4]), self.cfg.p) != int(ln[6]):
+            if ln[-5:] != [str(value[x]), op, str(value[z]), "=", str(value[ln[0]])]:
                 return False
         return True
 
     def reward(self, example: Example, completion: list[int]) -> float:
-        """1 if the completion ends with <eos> and the integer after its last `#` is the answer."""
+        """1 if the completion ends with <eos>, the integer after its last `#` is the answer and
+        (with `verify_lines`, the default) every line of the working re-executes correctly.
+
+        Why re-execute by default: the answer is one of p = 11 numbers, so a guess is right 1 time
+        in 11 and Pass@32 of pure guessing is 1 - (10/11)^32 = 0.95; checking the working removes
+        that floor, so Pass@k measures solving, not guessing."""
         completion = list(completion)
         if not completion or completion[-1] != self.eos_id:
             return 0.0
         if self.final_value(completion) != example.info["result"]:
             return 0.0
-        return float(not self.cfg.verify_lines or self.lines_correct(completion, example.info["ops"]))
+        return float(not self.cfg.verify_lines or self.lines_correct(example, completion))
 
     @torch.no_grad()
     def health(self, model, examples: list[Example]) -> dict[str, float]:
@@ -268,6 +303,40 @@ def load_gsm8k(path: str, strict: bool = False) -> list[GSM8KItem]:
     for msg in bad:
         print(f"skipped {msg}", file=sys.stderr)
     return items
+
+
+class GSM8KTask:
+    """GSM8K-format problems for a pretrained model with its own tokenizer (tokenizer.BPETokenizer):
+    the question in a ChatML user turn that asks for a final `#### n` line; reward 1 if the
+    number extracted from the decoded completion equals the gold answer."""
+    name = "gsm8k"
+    instruction = "Solve the problem step by step. End with a line '#### <number>'."
+
+    def __init__(self, items: list[GSM8KItem], tokenizer, eos: str = "<|im_end|>", max_answer_len: int = 512,
+                 eval_items: list[GSM8KItem] | None = None):
+        if not items:
+            raise ValueError("no GSM8K problems to train on: check --data")
+        self.items, self.eval_items = items, eval_items or items
+        self.tokenizer, self.eos_id, self.max_answer_len = tokenizer, tokenizer.token_id(eos), max_answer_len
+
+    def difficulty(self, example: Example) -> str:
+        return "gsm8k"
+
+    def example(self, item: GSM8KItem) -> Example:
+        from tokenizer import chatml  # local: keeps this module importable on its own
+        prompt = chatml([{"role": "user", "content": f"{item.question}\n{self.instruction}"}])
+        answer = self.tokenizer.encode(item.answer) + [self.eos_id]
+        return Example(prompt=self.tokenizer.encode(prompt), answer=answer, info={"gold": item.gold, "line": item.line})
+
+    def sample(self, rng: random.Random, split: str = "train") -> Example:
+        return self.example(rng.choice(self.eval_items if split == "eval" else self.items))
+
+    def reward(self, example: Example, completion: list[int]) -> float:
+        text = self.tokenizer.decode([t for t in completion if t != self.eos_id], skip_special=True)
+        return float(same_number(extract_answer(text), example.info["gold"]))
+
+    def health(self, model, examples: list[Example]) -> dict[str, float]:
+        return {}
 
 
 def main() -> None:

@@ -174,3 +174,5 @@ def test_bad_input_raises():
         decode_cot(model, [[]], CotConfig(max_new_tokens=4), EOS, g)
     with pytest.raises(ValueError, match="token ids"):
         decode_cot(model, [[9]], CotConfig(max_new_tokens=4), EOS, g)
+    with pytest.raises(ValueError, match="max_depth=3"):
+        decode_lbr(model, router, [[0]], LBRConfig(widths=(2, 1, 1), max_new_tokens=2), EOS, g)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tasks.common import make_examples
+from tasks.common import Example, make_examples
 from tasks.math import (MathConfig, MathTask, apply_op, extract_answer, load_gsm8k, normalize_number,
                         same_number)
 
@@ -30,9 +30,27 @@ def execute(task: MathTask, prompt_words: list[str]) -> dict[str, int]:
     return value
 
 
+def test_drills():
+    task = MathTask()
+    examples = make_examples(task, 300, seed=0, split="train")
+    drills = [e for e in examples if e.info.get("drill")]
+    assert 0.2 < len(drills) / len(examples) < 0.4
+    assert not any(e.info.get("drill") for e in make_examples(task, 100, seed=0, split="rl"))
+    for ex in drills:
+        words = task.tokenizer.decode(ex.prompt).split()
+        assert words[-2:] == ["?", ";"]
+        value = execute(task, words)
+        answer = task.tokenizer.decode(ex.answer).split()
+        assert len(answer) == 17 and answer[-1] == "<eos>" and len(ex.loss_mask) == len(ex.answer)
+        for i in range(4):
+            x, eq, v, semi = answer[4 * i: 4 * i + 4]
+            assert eq == "=" and semi == ";" and value[x] == int(v) and f"{x} = {v} ;" in " ".join(words)
+            assert ex.loss_mask[4 * i: 4 * i + 4] == [False, False, True, False]
+
+
 @pytest.mark.parametrize("split", ["train", "rl", "eval"])
 def test_generator_invariants(split):
-    task = MathTask()
+    task = MathTask(MathConfig(drill_frac=0.0))
     ops = {"train": task.cfg.train_ops, "rl": task.cfg.rl_ops, "eval": task.cfg.eval_ops}[split]
     examples = make_examples(task, 200, seed=0, split=split)
     assert {e.info["ops"] for e in examples} == set(ops)  # every count appears
@@ -49,10 +67,12 @@ def test_generator_invariants(split):
         assert answer[-3:] == ["#", str(ex.info["result"]), "<eos>"]
         lines = [ln.split() for ln in " ".join(answer[:-3]).split(";") if ln.strip()]
         assert len(lines) == ex.info["ops"] and lines[-1][0] == query
-        assert task.reward(ex, ex.answer) == 1.0 and task.lines_correct(ex.answer)
+        for ln in lines:  # the restated operation is the prompt's statement of that variable
+            assert " ".join(ln[:5]) in " ".join(words)
+        assert task.reward(ex, ex.answer) == 1.0 and task.lines_correct(ex, ex.answer)
         assert len(ex.answer) <= task.max_answer_len
         for ln in lines:
-            assert value[ln[0]] == int(ln[6])
+            assert value[ln[0]] == int(ln[-1]) and [value[ln[2]], value[ln[4]]] == [int(ln[6]), int(ln[8])]
 
 
 def test_deterministic_per_seed():
@@ -64,22 +84,30 @@ def test_deterministic_per_seed():
 
 
 def test_verifier_hand_written():
-    task = MathTask(MathConfig(verify_lines=True))
-    ex = task.sample(random.Random(0), "eval")
-    r = ex.info["result"]
-    enc = task.tokenizer.encode
-    assert task.reward(ex, ex.answer) == 1.0
-    assert task.reward(ex, enc(f"# {r} <eos>")) == 0.0  # no working: fails the line check ...
-    assert MathTask().reward(ex, enc(f"# {r} <eos>")) == 1.0  # ... which is off by default
-    assert task.reward(ex, enc(f"# {(r + 1) % 11} <eos>")) == 0.0  # wrong value
-    assert task.reward(ex, enc(f"# {r}")) == 0.0  # never finished
-    assert MathTask().reward(ex, enc(f"# {(r + 1) % 11} # {r} <eos>")) == 1.0  # the last '#' counts
-    assert MathTask().reward(ex, enc(f"# {r} # {(r + 1) % 11} <eos>")) == 0.0
-    assert task.reward(ex, enc("<eos>")) == 0.0
-    assert task.reward(ex, []) == 0.0
-    assert not task.lines_correct(enc(f"a = 2 * 3 = 7 ; # {r} <eos>"))  # 6 != 7
-    assert task.lines_correct(enc(f"a = 2 * 3 = 6 ; b = 6 - 9 = 8 ; # {r} <eos>"))  # (6 - 9) mod 11 = 8
-    assert not task.lines_correct(enc(f"a = 2 3 = 6 ; # {r} <eos>"))  # malformed
+    task = MathTask()
+    # a fixed problem: c = 5, f = 3, d = 7, k = c * f = 4, g = k + d = 0 (mod 11)
+    prompt = "c = 5 ; k = c * f ; f = 3 ; d = 7 ; g = k + d ; ? g ;"
+    ex = Example(prompt=task.tokenizer.encode(prompt), answer=[], info={
+        "ops": 2, "result": 0, "values": {"c": 5, "f": 3, "d": 7, "k": 4, "g": 0},
+        "defs": {"k": ("c", "*", "f"), "g": ("k", "+", "d")}})
+    score = lambda text, t=task: t.reward(ex, t.tokenizer.encode(text))  # noqa: E731
+    right = "k = c * f = 5 * 3 = 4 ; g = k + d = 4 + 7 = 0 ; # 0 <eos>"
+    assert score(right) == 1.0
+    assert score(right.replace("<eos>", "")) == 0.0  # never finished
+    assert score(right.replace("# 0", "# 1")) == 0.0  # wrong final number
+    assert score("# 0 <eos>") == 0.0  # a guess without working
+    assert score("k = c * f = 5 * 3 = 4 ; g = k + d = 4 + 8 = 1 ; # 0 <eos>") == 0.0  # wrong operand value
+    assert score("k = c * f = 5 * 3 = 5 ; g = k + d = 5 + 7 = 1 ; # 0 <eos>") == 0.0  # wrong arithmetic
+    assert score("k = c + f = 5 + 3 = 8 ; g = k + d = 8 + 3 = 0 ; # 0 <eos>") == 0.0  # wrong operation
+    assert score("g = k + d = 4 + 7 = 0 ; # 0 <eos>") == 0.0  # a needed line is missing
+    assert score("k = c * f = 5 * 3 = 4 ; g = k + d = 4 + 7 = 0 ; # 0 <eos> ;") == 0.0  # text after <eos>
+    loose = MathTask(MathConfig(verify_lines=False))  # the final number only: a guess can pass
+    assert score("# 0 <eos>", loose) == 1.0 and score("# 3 # 0 <eos>", loose) == 1.0  # the last '#' counts
+    assert score("# 0 # 3 <eos>", loose) == 0.0 and score("<eos>", loose) == 0.0
+    assert loose.reward(ex, []) == 0.0
+    short = MathTask(MathConfig(restate=False))  # DESIGN §6.2's original lines
+    assert score("k = 5 * 3 = 4 ;  g = 4 + 7 = 0 ; # 0 <eos>", short) == 1.0
+    assert score("k = 5 * 3 = 4 ;  g = 4 + 7 = 0 ; # 0 <eos>") == 0.0  # not the restating format
 
 
 def test_config_errors():
