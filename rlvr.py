@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, generate
 from likelihood import Factors, factors
-from model import ModelConfig, Transformer, pick_device
+from model import ModelConfig, Transformer, autocast, pick_device
 from router import Router, RouterConfig
 from tasks import get_task
 from tasks.common import Example, make_examples
@@ -284,7 +284,7 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
             adv = grpo_advantages(rewards.view(len(part), G).float(), cfg.normalize_std)
             ref_logp = None
             if ref_model is not None:
-                with torch.no_grad():
+                with torch.no_grad(), autocast(device):
                     ref_logp = factors(ref_model, router, traj).logp
             batches.append((traj, rewards, adv, ref_logp))
         old, losses = [None] * len(batches), []
@@ -292,7 +292,8 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
             opt.zero_grad(set_to_none=True)
             total = 0.0
             for i, (traj, _, adv, ref_logp) in enumerate(batches):
-                new = factors(model, router, traj)
+                with autocast(device):  # bf16 matmuls on CUDA; log-probs and the loss stay fp32
+                    new = factors(model, router, traj)
                 old[i] = new.logp.detach() if old[i] is None else old[i]
                 loss = policy_loss(new, old[i], adv, cfg.clip_eps, n_rollouts=P * G)
                 if ref_logp is not None:
