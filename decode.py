@@ -30,8 +30,7 @@ from torch import Tensor
 
 from model import ModelConfig, Transformer, autocast
 from router import Router, RouterConfig, RouterInput
-from tree import (LocalTree, TreeShape, check_sampler, children_table, parse_widths, sample_categorical,
-                  subtree_members)
+from tree import LocalTree, TreeShape, check_sampler, parse_widths, sample_categorical
 
 
 @dataclass
@@ -388,66 +387,65 @@ def generate(model: Transformer, router: Router | None, prompts: list[list[int]]
     return decode_cot(model, prompts, cfg, eos_id, generator)
 
 
-# ---------------------------------------------------------------------------------------------
-# reading a record back
-
-
-def trace_lbr(traj: TreeTrajectory, row: int = 0, itos=str) -> str:
-    """The steps of one LBR rollout, rebuilt from the record alone (not from decoder state).
-
-    For every step t: tree_t (descendants of step t's root born at a step <= t) with each
-    node's token, its log q and the step it was born at, the router's probabilities, and the
-    committed candidate.
-    """
-    widths, K = traj.cfg.widths, traj.cfg.widths[0]
-    n = int(traj.n_nodes[row])
-    parent = traj.parent[row : row + 1, :n]
-    children = children_table(parent, K)
-    tok, born, logq = traj.tokens[row, :n].tolist(), traj.birth_step[row, :n].tolist(), traj.logq[row, :n].tolist()
-    root, lines = int(traj.prompt_len[row]) - 1, []
-    lines.append("prompt: " + " ".join(itos(t) for t in tok[: root + 1]))
-    for t in range(int(traj.length[row])):
-        cand = children[0, root, :K]
-        members = subtree_members(children, traj.birth_step[row : row + 1, :n], cand.view(1, 1, K),
-                                  torch.tensor([[t]]), widths)[0, 0]  # (K, Ms)
-        probs = traj.router_logp[row, t].exp().tolist()
-        i = int(traj.choice[row, t])
-        lines.append(f"step {t}: root {itos(tok[root])!r}")
-        for k in range(K):
-            mark = "=>" if k == i else "  "
-            for m in members[k].tolist():
-                if m < 0:
-                    continue
-                d, a = 0, m
-                while a != int(cand[k]):
-                    a, d = int(parent[0, a]), d + 1
-                head = f"{mark} [{probs[k]:.2f}] " if m == int(cand[k]) else " " * 10
-                lines.append(f"  {head}{'  ' * d}{itos(tok[m])!r:>6}  log q {logq[m]:+.2f}  (born step {born[m]})")
-        root = int(cand[i])
-        lines.append(f"  commit {itos(tok[root])!r}")
-    return "\n".join(lines)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Trace LBR decoding on a tiny random model.")
+    ap = argparse.ArgumentParser(description="Trace LBR (or cot) decoding step by step.")
     ap.add_argument("--widths", default="3,2", help="tree widths, e.g. 4,2 or 3,1,1")
     ap.add_argument("--sampler", default="iid", choices=["iid", "distinct"])
-    ap.add_argument("--steps", type=int, default=3, help="tokens to commit")
+    ap.add_argument("--steps", type=int, default=3, help="tokens to commit (tiny random model)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cot", action="store_true", help="trace plain token-by-token sampling instead")
+    ap.add_argument("--trace", help="write the trace as a self-contained HTML page to this file")
+    g = ap.add_argument_group("a task example and a trained model instead of the tiny random one")
+    g.add_argument("--task", choices=["planning", "math"], help="trace one evaluation example of this task")
+    g.add_argument("--base", help="pre-trained base model checkpoint (sft.py)")
+    g.add_argument("--run", help="an RL run directory (rlvr.py --out): its trained model, router and decoding config")
     args = ap.parse_args()
-    letters = "abcdefghijk"
-    eos = len(letters)
-    itos = lambda t: "<eos>" if t == eos else letters[t]  # noqa: E731
-    torch.manual_seed(args.seed)  # weight init only; sampling uses the explicit generator below
-    model = Transformer(ModelConfig(vocab_size=eos + 1, n_layer=2, n_head=2, n_kv_head=1, n_embd=32,
-                                    intermediate_size=64, max_seq_len=64)).eval()
-    router = Router(RouterConfig(), model.cfg.n_embd, len(parse_widths(args.widths)))
-    torch.nn.init.normal_(router.mlp_out.weight, std=0.5)  # a non-uniform router, to make the trace interesting
-    cfg = LBRConfig(widths=args.widths, sampler=args.sampler, max_new_tokens=args.steps)
-    traj = decode_lbr(model, router, [[0, 1, 2]], cfg, eos, torch.Generator().manual_seed(args.seed))
-    print(trace_lbr(traj, 0, itos))
-    print(f"log P(τ) = {float(traj.recorded_logprob()[0]):.3f}: {int(traj.forward_tokens()[0])} nodes born "
+    from trace_view import render_html, render_text, steps_of  # local: trace_view imports this module
+    g_ = torch.Generator().manual_seed(args.seed)
+    if args.task:
+        import random
+
+        from rlvr import load_base
+        from tasks import get_task
+        if not args.base:
+            raise ValueError("--task needs --base CHECKPOINT (and optionally --run RUN_DIR)")
+        task = get_task(args.task)
+        model, itos, eos = load_base(args.base, torch.device("cpu")).eval(), task.tokenizer.itos.__getitem__, task.eos_id
+        example = task.sample(random.Random(args.seed), "eval")
+        prompt, T = example.prompt, task.max_answer_len
+        cfg = CotConfig(max_new_tokens=T) if args.cot else LBRConfig(widths=args.widths, sampler=args.sampler,
+                                                                     max_new_tokens=T)
+        router = Router(RouterConfig(), model.cfg.n_embd, len(parse_widths(args.widths)))
+        if args.run:
+            ckpt = torch.load(f"{args.run}/rl.pt", map_location="cpu", weights_only=False)
+            model.load_state_dict(ckpt["model"])
+            if ckpt["decoding_kind"] == "LBRConfig" and not args.cot:
+                cfg = LBRConfig(**ckpt["decoding"])
+                router = Router(RouterConfig(**ckpt["router_config"]), model.cfg.n_embd, len(cfg.widths))
+                router.load_state_dict(ckpt["router"])
+        title = f"{args.task} example (seed {args.seed}); answer: {task.tokenizer.decode(example.answer)}"
+    else:
+        letters = "abcdefghijk"
+        eos = len(letters)
+        itos = lambda t: "<eos>" if t == eos else letters[t]  # noqa: E731
+        torch.manual_seed(args.seed)  # weight init only; sampling uses the explicit generator
+        model = Transformer(ModelConfig(vocab_size=eos + 1, n_layer=2, n_head=2, n_kv_head=1, n_embd=32,
+                                        intermediate_size=64, max_seq_len=64)).eval()
+        router = Router(RouterConfig(), model.cfg.n_embd, len(parse_widths(args.widths)))
+        torch.nn.init.normal_(router.mlp_out.weight, std=0.5)  # a non-uniform router, to make the trace interesting
+        prompt = [0, 1, 2]
+        cfg = CotConfig(max_new_tokens=args.steps) if args.cot else LBRConfig(
+            widths=args.widths, sampler=args.sampler, max_new_tokens=args.steps)
+        title = "tiny random model"
+    traj = generate(model, router, [prompt], cfg, eos, g_)
+    prompt_tokens, steps = steps_of(traj, 0)
+    print(render_text(prompt_tokens, steps, itos))
+    print(f"log P(τ) = {float(traj.recorded_logprob()[0]):.3f}: {int(traj.forward_tokens()[0])} forward tokens "
           f"for {int(traj.length[0])} committed tokens")
+    if args.trace:
+        with open(args.trace, "w", encoding="utf-8") as f:
+            f.write(render_html(prompt_tokens, steps, itos, title))
+        print(f"wrote {args.trace}")
 
 
 if __name__ == "__main__":
