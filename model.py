@@ -275,6 +275,7 @@ def load_model(path: str, device: torch.device | str = "cpu") -> tuple[Transform
 
 def main() -> None:
     cfg = ModelConfig.tiny(vocab_size=64)
+    torch.manual_seed(0)  # weight init, so that the printout is reproducible (LECTURE.md shows it)
     model = Transformer(cfg)
     print(cfg)
     print(f"parameters: {model.num_params() / 1e6:.2f}M")
