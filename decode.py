@@ -399,9 +399,28 @@ def main() -> None:
     g.add_argument("--task", choices=["planning", "math"], help="trace one evaluation example of this task")
     g.add_argument("--base", help="pre-trained base model checkpoint (sft.py)")
     g.add_argument("--run", help="an RL run directory (rlvr.py --out): its trained model, router and decoding config")
+    g.add_argument("--rollouts", help="draw a saved rollout instead (RUN_DIR/rollouts.pt: the latest RL step's); "
+                   "--task names the vocabulary")
+    g.add_argument("--row", type=int, default=0, help="which saved rollout to draw")
     args = ap.parse_args()
     from trace_view import render_html, render_text, steps_of  # local: trace_view imports this module
     g_ = torch.Generator().manual_seed(args.seed)
+    if args.rollouts:
+        from tasks import get_task
+        saved = torch.load(args.rollouts, map_location="cpu", weights_only=False)
+        traj = saved["trajectory"]
+        if not 0 <= args.row < len(traj.length):
+            raise ValueError(f"--row {args.row}: the file holds rollouts 0..{len(traj.length) - 1}")
+        itos = get_task(args.task).tokenizer.itos.__getitem__ if args.task else str
+        prompt_tokens, steps = steps_of(traj, args.row)
+        print(render_text(prompt_tokens, steps, itos))
+        print(f"reward {float(saved['rewards'][args.row]):.0f} (RL step {saved['step']})")
+        if args.trace:
+            with open(args.trace, "w", encoding="utf-8") as f:
+                f.write(render_html(prompt_tokens, steps, itos, f"{args.rollouts}, rollout {args.row} "
+                                    f"(RL step {saved['step']}, reward {float(saved['rewards'][args.row]):.0f})"))
+            print(f"wrote {args.trace}")
+        return
     if args.task:
         import random
 

@@ -104,6 +104,12 @@ def run_seed(seed: int, sizes: MathSizes, out_root: str, quiet: bool = True) -> 
                                        ks, seed)
         log(f"{method}: pass@1 {out['eval'][method]['pass@1']:.3f}, "
             f"pass@{sizes.samples} {out['eval'][method][f'pass@{sizes.samples}']:.3f}")
+        if method == "lbr":  # diagnostics: where does LBR's sharper distribution come from?
+            # the jointly trained model decoding alone (no router): did RL narrow the model itself?
+            out["eval"]["lbr model, cot"] = evaluate(model, None, task, decs["cot"], examples, sizes.samples, ks, seed)
+            # the same model and router with a flatter router (T_r = 2) at evaluation only
+            flat = replace(decs["lbr"], router_temperature=2.0)
+            out["eval"]["lbr, T_r = 2"] = evaluate(model, router, task, flat, examples, sizes.samples, ks, seed)
     out["seconds"], out["experiment_seconds"] = time.time() - t_start, time.time() - t_experiment
     log(f"done in {out['seconds']:.0f}s")
     return out
@@ -145,11 +151,13 @@ def report(results: list[dict], sizes: MathSizes, cmd: str, seconds: float, stem
               f"method (model lr {rl.model_lr}, router lr {rl.router_lr}). `soft`: K = {sizes.soft_k} draws per step, "
               f"probability-weighted embedding mixture, discrete after `#`. `lbr`: widths {sizes.widths}, "
               f"`{sizes.sampler}` siblings, `{sizes.router}` router, model and router trained jointly. "
-              "`fwd/token` = model forward tokens per committed token.", "",
+              "`fwd/token` = model forward tokens per committed token. Diagnostics (no extra training): "
+              "`lbr model, cot` decodes with the LBR-trained model alone (no router), `lbr, T_r = 2` evaluates the "
+              "trained model and router with the router's temperature raised to 2.", "",
               f"| method | Pass@1 | Pass@{n} | " + " | ".join(f"Pass@1 {d}" for d in diffs) + " | "
               + " | ".join(f"Pass@{n} {d}" for d in diffs) + " | fwd/token |",
               "| --- | ---: | ---: | " + " | ".join("---:" for _ in diffs * 2) + " | ---: |"]
-    for key in ["cot greedy"] + METHODS:
+    for key in ["cot greedy"] + METHODS + [k for k in ("lbr model, cot", "lbr, T_r = 2") if k in results[0]["eval"]]:
         pn = mean_std(get(key, f"pass@{n}")) if f"pass@{n}" in results[0]["eval"][key] else "-"
         lines.append(f"| {key} | {mean_std(get(key, 'pass@1'))} | {pn} | "
                      + " | ".join(mean_std(get(key, f"pass@1_{d}")) for d in diffs) + " | "

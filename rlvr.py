@@ -215,7 +215,8 @@ def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig,
 
 def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig, cfg: RLConfig,
              out_dir: str, quiet: bool = False) -> list[dict]:
-    """Run (or resume) RL; returns the per-step metrics. Writes out_dir/{metrics.jsonl, rl.pt}."""
+    """Run (or resume) RL; returns the per-step metrics. Writes out_dir/{metrics.jsonl, rl.pt, rollouts.pt}
+    (rollouts.pt: the latest step's rollouts, which `python decode.py --rollouts` draws)."""
     device = model.embed_tokens.weight.device
     is_tree = isinstance(dec, LBRConfig)
     groups = []
@@ -313,6 +314,9 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
         if rank == 0:  # only rank 0 writes
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            # the latest step's rollouts (rank 0's first slice), for `python decode.py --rollouts`
+            torch.save({"step": step + 1, "trajectory": batches[0][0], "rewards": batches[0][1],
+                        "prompts": [e.prompt for e in examples[:P // shards]]}, os.path.join(out_dir, "rollouts.pt"))
         bar.set_postfix(reward=f"{row['reward']:.3f}")
         if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             save(step + 1)

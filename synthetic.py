@@ -243,7 +243,7 @@ def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: st
     lines += [f"| cot best-of-n, n = LBR's budget ({'/'.join(map(str, budget))}), verifier picks | {mean_std(bon)} | | | | | |",
               f"| cot majority vote of n = LBR's budget | {mean_std(maj)} | | | | | |"]
 
-    lines += ["", "## Figures", "", f"![routing evidence]({stem}_depth.png)", "",
+    lines += ["", "## Figures", "", f"![routing evidence]({stem}_depth.png)", "", f"![router ablation]({stem}_routers.png)", "",
               f"![learning curves]({stem}_curves.png)", ""]
     return "\n".join(lines) + "\n"
 
@@ -282,6 +282,26 @@ def plots(results: list[dict], out_dir: str, stem: str) -> None:
     axes[-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, f"{stem}_depth.png"), dpi=110)
+    plt.close(fig)
+
+    # router ablation: success per target depth for every router (bars: mean; ticks: each seed)
+    keys = ["root@1", "d1@1"] + [f"subtree@{d}" for d in depths]
+    fig, ax = plt.subplots(figsize=(1.6 * len(keys) + 2, 3.4))
+    width = 0.8 / len(js)
+    for n, j in enumerate(js):
+        xs = [i + (n - (len(js) - 1) / 2) * width for i in range(len(keys))]
+        vals = [[r["routing"][k][f"pass@1_j{j}"] for r in results] for k in keys]
+        ax.bar(xs, [statistics.mean(v) for v in vals], width, label=f"j = {j}")
+        for x, v in zip(xs, vals):
+            ax.plot([x] * len(v), v, "k_", ms=6)
+    ax.axhline(1 / N_ARMS, color="red", ls=":", lw=0.8, label="chance (1/4)")
+    ax.set_xticks(range(len(keys)), [k.replace("@1", "").replace("@", "\ndepth ") if not k.startswith("subtree") else
+                                     k.replace("@", "\ndepth ") for k in keys])
+    ax.set_ylabel("success (Pass@1)")
+    ax.set_title("router ablation (base model frozen)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"{stem}_routers.png"), dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))

@@ -74,3 +74,30 @@ def test_cot_trace():
     text = " ".join(parse(render_html(prompt, steps, ITOS)).text)
     assert all(f"commit {ITOS(s.committed_token)}" in text.replace("  ", " ") for s in steps)
     assert "1.000" in text  # one candidate per step, π = 1
+
+
+def test_trace_of_saved_rl_rollouts(tmp_path):
+    """An RL run saves its latest rollouts; `python decode.py --rollouts` draws one as HTML."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rlvr import RLConfig, train_rl
+    from router import Router, RouterConfig
+    from test_ddp import TwoTokenTask
+    model = tiny_model(vocab=4)
+    router = Router(RouterConfig(width=8), model.cfg.n_embd, 2)
+    train_rl(model, router, TwoTokenTask(), LBRConfig(widths=(2, 1), max_new_tokens=3),
+             RLConfig(steps=2, prompts_per_step=2, group_size=3), str(tmp_path), quiet=True)
+    saved = torch.load(tmp_path / "rollouts.pt", weights_only=False)
+    assert saved["step"] == 2 and len(saved["trajectory"].length) == 6
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "t.html"
+    run = subprocess.run([sys.executable, "decode.py", "--rollouts", str(tmp_path / "rollouts.pt"), "--row", "4",
+                          "--trace", str(out)], cwd=root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    traj = saved["trajectory"]
+    text = " ".join(parse(out.read_text()).text)
+    for t in range(int(traj.length[4])):
+        for p in traj.router_logp[4, t].exp().tolist():
+            assert f"{p:.3f}" in text
