@@ -56,7 +56,7 @@ def decode_lbr_naive(model: Transformer, router: Router, prompts: list[list[int]
     forwards differ. Prompts must have equal lengths (the benchmark's are).
     """
     shape = TreeShape.from_widths(cfg.widths)
-    N, D, K = shape.n_slots, shape.max_depth, shape.n_cand
+    N, D = shape.n_slots, shape.max_depth
     trunk = torch.tensor(prompts)  # (B, L)
     B = trunk.shape[0]
     # path_slots[j]: the slots on the path root -> j at depths 1..D (0 = padding, read after the node: harmless)
@@ -113,7 +113,7 @@ def count_forwards(model: Transformer, fn) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("--out", default="results/bench.md")
+    ap.add_argument("--out", default=None, help="default: results/bench.md (--quick: results/bench_quick.md)")
     ap.add_argument("--tokens", type=int, default=128, help="tokens generated per rollout")
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
@@ -128,7 +128,7 @@ def main() -> None:
     T, widths_list = args.tokens, [(2, 2), (4, 1), (4, 2)]
     routers = {w: Router(RouterConfig(), model.cfg.n_embd, len(w)) for w in widths_list}
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    lines = [f"# LBR engine benchmark", "",
+    lines = ["# LBR engine benchmark", "",
              f"`python bench.py{' --quick' if args.quick else ''}`: tiny model ({model.num_params() / 1e6:.2f}M params, "
              f"{model.cfg.n_layer} layers, d={model.cfg.n_embd}), random weights, prompt {args.prompt_len} tokens, "
              f"{T} generated tokens, no EOS; median of {args.repeats} runs. "
@@ -211,6 +211,7 @@ def main() -> None:
               "way causal flash attention does; at ~1.3k tokens attention is a large share of the tiny model's "
               "FLOPs. Training uses forward + backward."]
 
+    args.out = args.out or ("results/bench_quick.md" if args.quick else "results/bench.md")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -35,7 +35,7 @@ import torch
 
 from decode import CotConfig, LBRConfig, SoftConfig
 from model import ModelConfig
-from rlvr import RLConfig, evaluate, mean_std, train_rl
+from rlvr import RLConfig, evaluate, mean_std, plot_learning_curves, train_rl
 from router import Router, RouterConfig
 from sft import SFTConfig, train_sft
 from tasks import get_task
@@ -196,20 +196,8 @@ def plots(results: list[dict], sizes: MathSizes, out_dir: str, stem: str) -> Non
     fig.savefig(os.path.join(out_dir, f"{stem}_passk.png"), dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for key in METHODS[1:]:
-        curves = [r["curves"][key] for r in results]
-        steps = list(range(1, min(map(len, curves)) + 1))
-        ax.plot(steps, [statistics.mean(c[i - 1] for c in curves) for i in steps], label=key)
-        ax.fill_between(steps, [min(c[i - 1] for c in curves) for i in steps],
-                        [max(c[i - 1] for c in curves) for i in steps], alpha=0.2)
-    ax.set_xlabel("RL step")
-    ax.set_ylabel("mean reward of the batch")
-    ax.set_title("learning curves (mean, min-max over seeds)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, f"{stem}_curves.png"), dpi=110)
-    plt.close(fig)
+    plot_learning_curves({k: [r["curves"][k] for r in results] for k in METHODS[1:]},
+                         os.path.join(out_dir, f"{stem}_curves.png"))
 
 
 def run(quick: bool, seeds: list[int] | None, out: str, results_dir: str, jobs: int = 0,

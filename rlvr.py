@@ -161,6 +161,27 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def plot_learning_curves(curves: dict[str, list[list[float]]], path: str) -> None:
+    """Batch reward against RL step per method (mean and min-max band over seeds) -> PNG.
+    curves[method] holds one reward list per seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, runs in curves.items():
+        steps = range(min(map(len, runs)))
+        ax.plot([i + 1 for i in steps], [statistics.mean(c[i] for c in runs) for i in steps], label=name)
+        ax.fill_between([i + 1 for i in steps], [min(c[i] for c in runs) for i in steps],
+                        [max(c[i] for c in runs) for i in steps], alpha=0.2)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("mean reward of the batch")
+    ax.set_title("learning curves (mean, min-max over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased Pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k)."""
     if k > n:

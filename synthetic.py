@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from decode import CotConfig, LBRConfig, SoftConfig, generate
 from model import ModelConfig, Transformer
-from rlvr import RLConfig, evaluate, mean_std, train_rl
+from rlvr import RLConfig, evaluate, mean_std, plot_learning_curves, train_rl
 from router import Router, RouterConfig, RouterInput
 from tree import children_table
 from sft import SFTConfig, train_sft
@@ -304,23 +304,8 @@ def plots(results: list[dict], out_dir: str, stem: str) -> None:
     fig.savefig(os.path.join(out_dir, f"{stem}_routers.png"), dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for key in ["rlvr", "soft", "lbr router", "lbr joint"]:
-        curves = [r["curves"][key] for r in results]
-        n = min(map(len, curves))
-        m = [statistics.mean(c[i] for c in curves) for i in range(n)]
-        lo = [min(c[i] for c in curves) for i in range(n)]
-        hi = [max(c[i] for c in curves) for i in range(n)]
-        steps = list(range(1, n + 1))
-        ax.plot(steps, m, label=key)
-        ax.fill_between(steps, lo, hi, alpha=0.2)
-    ax.set_xlabel("RL step")
-    ax.set_ylabel("mean reward of the batch")
-    ax.set_title("learning curves (mean, min-max over seeds)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, f"{stem}_curves.png"), dpi=110)
-    plt.close(fig)
+    plot_learning_curves({k: [r["curves"][k] for r in results] for k in ["rlvr", "soft", "lbr router", "lbr joint"]},
+                         os.path.join(out_dir, f"{stem}_curves.png"))
 
 
 def main() -> None:

@@ -3,7 +3,6 @@ loader and answer checker on the real files."""
 
 import json
 import os
-import random
 
 import pytest
 
