@@ -260,7 +260,9 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
     start, history = 0, []
     if os.path.exists(ckpt_path):
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        same = {**ckpt["rl_config"], "steps": cfg.steps} == asdict(cfg) and ckpt["decoding"] == asdict(dec)
+        # fields added since the checkpoint was written take their defaults (which keep the old behaviour)
+        saved = {**asdict(RLConfig()), **ckpt["rl_config"], "steps": cfg.steps}
+        same = saved == asdict(cfg) and ckpt["decoding"] == asdict(dec)
         if not same:  # more --steps continues a run; any other change is a different run
             raise ValueError(f"{ckpt_path} was made with other settings; delete it or choose another --out")
         model.load_state_dict(ckpt["model"])
