@@ -424,12 +424,12 @@ def main() -> None:
     if args.task:
         import random
 
-        from rlvr import load_base
+        from sft import load_sft_model
         from tasks import get_task
         if not args.base:
             raise ValueError("--task needs --base CHECKPOINT (and optionally --run RUN_DIR)")
         task = get_task(args.task)
-        model, itos, eos = load_base(args.base, torch.device("cpu")).eval(), task.tokenizer.itos.__getitem__, task.eos_id
+        model, itos, eos = load_sft_model(args.base), task.tokenizer.itos.__getitem__, task.eos_id
         example = task.sample(random.Random(args.seed), "eval")
         prompt, T = example.prompt, task.max_answer_len
         cfg = CotConfig(max_new_tokens=T) if args.cot else LBRConfig(widths=args.widths, sampler=args.sampler,

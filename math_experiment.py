@@ -25,17 +25,16 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from decode import CotConfig, LBRConfig, SoftConfig
 from model import ModelConfig
-from rlvr import RLConfig, evaluate, mean_std, plot_learning_curves, train_rl
+from experiment import mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
+from rlvr import RLConfig, evaluate, train_rl
 from router import Router, RouterConfig
 from sft import SFTConfig, train_sft
 from tasks import get_task
@@ -72,11 +71,7 @@ def decoders(task, sizes: MathSizes) -> dict[str, CotConfig | SoftConfig | LBRCo
 
 def run_seed(seed: int, sizes: MathSizes, out_root: str, quiet: bool = True) -> dict:
     """Pre-train (or load), train every method, evaluate; returns a JSON-able dict."""
-    torch.set_num_threads(1)
-    t_start = time.time()
-    dev = torch.device("cpu")
-    task = get_task("math")
-    log = (lambda msg: print(f"[seed {seed}] {msg}", flush=True))
+    t_start, dev, task, log = time.time(), torch.device("cpu"), get_task("math"), seed_logger(seed)
     model_cfg = ModelConfig.tiny(task.tokenizer.vocab_size, n_layer=sizes.n_layer, n_embd=sizes.n_embd, max_seq_len=256)
     base, ckpt = train_sft(task, model_cfg, replace(sizes.sft, seed=seed), os.path.join(out_root, f"base_s{seed}.pt"),
                            dev, quiet=quiet)
@@ -121,18 +116,11 @@ def run_seed(seed: int, sizes: MathSizes, out_root: str, quiet: bool = True) -> 
 
 def report(results: list[dict], sizes: MathSizes, cmd: str, seconds: float, stem: str) -> str:
     n = sizes.samples
-    seeds = [r["seed"] for r in results]
     get = lambda key, metric: [r["eval"][key][metric] for r in results]  # noqa: E731
     diffs = sorted({k.split("_")[1] for k in results[0]["eval"]["cot"] if k.startswith("pass@1_")},
                    key=lambda d: int(d[3:]))
-    pre = ", ".join(f"{r['pretrain_seconds'] / 60:.1f}" for r in results)
-    rest = ", ".join(f"{r['experiment_seconds'] / 60:.1f}" for r in results)
     task_cfg = get_task("math").cfg
-    lines = ["# Math experiment (mod chain, DESIGN §6.2)", "",
-             f"Regenerate: `{cmd}`. Seeds {seeds}; cells are mean ± standard deviation over seeds. "
-             f"Wall time of this run {seconds / 60:.1f} min on {os.cpu_count()} CPU cores ({platform.machine()}), "
-             f"torch {torch.__version__}. Per seed (seeds in parallel, one thread each): pre-training {pre} min "
-             f"(cached in out/ once done), everything after it {rest} min.", "",
+    lines = ["# Math experiment (mod chain, DESIGN §6.2)", "", provenance(cmd, results, seconds), "",
              f"Task: arithmetic mod {task_cfg.p}, operators `{task_cfg.ops}`, {task_cfg.distractors} distractor "
              f"statements; pre-training on {list(task_cfg.train_ops)} operations, RL on {list(task_cfg.rl_ops)}, "
              f"evaluation on {list(task_cfg.eval_ops)} ({sizes.eval_size} problems per seed, n = {n} samples each).",
@@ -206,20 +194,10 @@ def run(quick: bool, seeds: list[int] | None, out: str, results_dir: str, jobs: 
     sizes = QUICK if quick else FULL
     seeds = seeds or ([0] if quick else [0, 1, 2])
     stem = "math_quick" if quick else "math"
-    json_path = os.path.join(results_dir, f"{stem}.json")
-    if report_only:
-        with open(json_path) as f:
-            saved = json.load(f)
-        results, seconds, seeds = saved["results"], saved["seconds"], [r["seed"] for r in saved["results"]]
-    else:
-        t0 = time.time()
-        out_root = os.path.join(out, "quick") if quick else out
-        with ProcessPoolExecutor(max_workers=jobs or len(seeds)) as pool:
-            results = list(pool.map(run_seed, seeds, [sizes] * len(seeds), [out_root] * len(seeds)))
-        seconds = time.time() - t0
-        os.makedirs(results_dir, exist_ok=True)
-        with open(json_path, "w") as f:
-            json.dump({"seconds": seconds, "sizes": asdict(sizes), "results": results}, f, indent=1)
+    out_root = os.path.join(out, "quick") if quick else out
+    results, seconds = run_seeds(run_seed, seeds, sizes, out_root, os.path.join(results_dir, f"{stem}.json"), jobs,
+                                 report_only)
+    seeds = [r["seed"] for r in results]
     cmd = "python rlvr.py --task math" + (" --quick" if quick else "") + f" --seeds {' '.join(map(str, seeds))}"
     md = report(results, sizes, cmd, seconds, stem)
     plots(results, sizes, results_dir, stem)

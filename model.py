@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -259,18 +259,6 @@ class Transformer(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def save_model(model: Transformer, path: str, extra: dict | None = None) -> None:
-    """A checkpoint of our own models: config + state dict (+ anything else the caller keeps)."""
-    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), **(extra or {})}, path)
-
-
-def load_model(path: str, device: torch.device | str = "cpu") -> tuple[Transformer, dict]:
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = Transformer(ModelConfig(**ckpt["config"])).to(device)
-    model.load_state_dict(ckpt["state_dict"])
-    return model, ckpt
 
 
 def main() -> None:

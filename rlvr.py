@@ -32,7 +32,6 @@ import copy
 import json
 import math
 import os
-import statistics
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -43,8 +42,9 @@ from tqdm import tqdm
 
 from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, generate
 from likelihood import Factors, factors
-from model import ModelConfig, Transformer, autocast, pick_device
+from model import Transformer, autocast, pick_device
 from router import Router, RouterConfig
+from sft import load_sft_model
 from tasks import get_task
 from tasks.common import Example, make_examples
 
@@ -154,34 +154,6 @@ def rewards_of(task, examples: list[Example], traj: Trajectory, repeat: int) -> 
 # evaluation
 
 
-def mean_std(values: list[float]) -> str:
-    """'mean ± sample standard deviation' of a metric over seeds (just the value for one seed)."""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
-def plot_learning_curves(curves: dict[str, list[list[float]]], path: str) -> None:
-    """Batch reward against RL step per method (mean and min-max band over seeds) -> PNG.
-    curves[method] holds one reward list per seed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for name, runs in curves.items():
-        steps = range(min(map(len, runs)))
-        ax.plot([i + 1 for i in steps], [statistics.mean(c[i] for c in runs) for i in steps], label=name)
-        ax.fill_between([i + 1 for i in steps], [min(c[i] for c in runs) for i in steps],
-                        [max(c[i] for c in runs) for i in steps], alpha=0.2)
-    ax.set_xlabel("RL step")
-    ax.set_ylabel("mean reward of the batch")
-    ax.set_title("learning curves (mean, min-max over seeds)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased Pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k)."""
     if k > n:
@@ -237,7 +209,7 @@ def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig,
 def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig, cfg: RLConfig,
              out_dir: str, quiet: bool = False) -> list[dict]:
     """Run (or resume) RL; returns the per-step metrics. Writes out_dir/{metrics.jsonl, rl.pt, rollouts.pt}
-    (rollouts.pt: the latest step's rollouts, which `python decode.py --rollouts` draws)."""
+    (rollouts.pt: the rollouts of the step last checkpointed, which `python decode.py --rollouts` draws)."""
     device = model.embed_tokens.weight.device
     is_tree = isinstance(dec, LBRConfig)
     groups = []
@@ -337,12 +309,12 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
         if rank == 0:  # only rank 0 writes
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            # the latest step's rollouts (rank 0's first slice), for `python decode.py --rollouts`
-            torch.save({"step": step + 1, "trajectory": batches[0][0], "rewards": batches[0][1],
-                        "prompts": [e.prompt for e in examples[:P // shards]]}, os.path.join(out_dir, "rollouts.pt"))
         bar.set_postfix(reward=f"{row['reward']:.3f}")
         if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             save(step + 1)
+            # with the checkpoint, this step's rollouts (rank 0's first slice), for `python decode.py --rollouts`
+            torch.save({"step": step + 1, "trajectory": batches[0][0], "rewards": batches[0][1]},
+                       os.path.join(out_dir, "rollouts.pt"))
     return history
 
 
@@ -362,13 +334,6 @@ def decoding_from_args(args, task) -> DecodeConfig:
         return SoftConfig(k=args.soft_k, weighting=args.soft_weighting, temperature=args.temperature,
                           discrete_after=end, max_new_tokens=args.max_new_tokens)
     return CotConfig(temperature=args.temperature, greedy=args.greedy, max_new_tokens=args.max_new_tokens)
-
-
-def load_base(path: str, device: torch.device) -> Transformer:
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    model = Transformer(ModelConfig(**ckpt["model_config"])).to(device)
-    model.load_state_dict(ckpt["state_dict"])
-    return model
 
 
 def main() -> None:
@@ -438,7 +403,7 @@ def main() -> None:
         model = load_pretrained(args.model, device)
     else:
         task = get_task(args.task)
-        model = load_base(args.base, device)
+        model = load_sft_model(args.base, device)
     args.max_new_tokens = args.max_new_tokens or task.max_answer_len
     dec = decoding_from_args(args, task)
     router = None

@@ -69,6 +69,14 @@ def sft_loss(model: Transformer, examples) -> torch.Tensor:
     return F.cross_entropy(logits, seq[:, 1:][predicts_answer[:, :-1]])
 
 
+def load_sft_model(path: str, device: torch.device | str = "cpu") -> Transformer:
+    """The model of a checkpoint written by train_sft."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    model = Transformer(ModelConfig(**ckpt["model_config"])).to(device)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
 def train_sft(task, model_cfg: ModelConfig, cfg: SFTConfig, out_path: str, device: torch.device,
               quiet: bool = False) -> tuple[Transformer, dict]:
     """Train (or resume, or just load if finished) and return the model and its checkpoint dict."""

@@ -25,18 +25,17 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
 
 from decode import CotConfig, LBRConfig, SoftConfig, generate
 from model import ModelConfig, Transformer
-from rlvr import RLConfig, evaluate, mean_std, plot_learning_curves, train_rl
+from experiment import mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
+from rlvr import RLConfig, evaluate, train_rl
 from router import Router, RouterConfig, RouterInput
 from tree import children_table
 from sft import SFTConfig, train_sft
@@ -81,7 +80,7 @@ def oracle_ceiling(model: Transformer, task, depth: int, examples: list, samples
     (widths (4, 1, ..., 1), distinct sampler, the frozen base model) in which some candidate's
     chain follows the answer path for min(depth, j) tokens, i.e. the right arm is among the
     candidates and its sampled continuation walks down that arm. Per target depth j."""
-    dec = lbr_config(depth, Sizes(max_new_tokens=1))
+    dec = lbr_config(depth, max_new_tokens=1)
     router = Router(RouterConfig(), model.cfg.n_embd, depth)  # fresh: the candidates do not depend on it
     prompts = [e.prompt for e in examples for _ in range(samples)]
     traj = generate(model, router, prompts, dec, task.eos_id, torch.Generator().manual_seed(seed))
@@ -98,24 +97,21 @@ def oracle_ceiling(model: Transformer, task, depth: int, examples: list, samples
             found |= path == need
         hits.append(found)
     out = {"pass@1": sum(hits) / len(hits)}
-    for j in sorted({e.info["depth"] for e in examples}):
-        sel = [h for h, e in zip(hits, (e for e in examples for _ in range(samples))) if e.info["depth"] == j]
-        out[f"pass@1_j{j}"] = sum(sel) / len(sel)
+    labels = [task.difficulty(e) for e in examples for _ in range(samples)]
+    for d in sorted(set(labels)):
+        sel = [h for h, lab in zip(hits, labels) if lab == d]
+        out[f"pass@1_{d}"] = sum(sel) / len(sel)
     return out
 
 
-def lbr_config(depth: int, sizes: Sizes, greedy_router: bool = False) -> LBRConfig:
+def lbr_config(depth: int, max_new_tokens: int, greedy_router: bool = False) -> LBRConfig:
     return LBRConfig(widths=(N_ARMS,) + (1,) * (depth - 1), sampler="distinct", greedy_router=greedy_router,
-                     max_new_tokens=sizes.max_new_tokens)
+                     max_new_tokens=max_new_tokens)
 
 
 def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict:
     """Everything for one seed; returns a JSON-able dict."""
-    torch.set_num_threads(1)
-    t_start = time.time()
-    dev = torch.device("cpu")
-    task = get_task("planning")
-    log = (lambda msg: print(f"[seed {seed}] {msg}", flush=True))
+    t_start, dev, task, log = time.time(), torch.device("cpu"), get_task("planning"), seed_logger(seed)
 
     base, ckpt = train_sft(task, ModelConfig.tiny(task.tokenizer.vocab_size, max_seq_len=256),
                            replace(sizes.sft, seed=seed), os.path.join(out_root, f"base_s{seed}.pt"), dev, quiet=quiet)
@@ -130,7 +126,7 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
 
     def rl_run(name: str, dec, router, freeze_model: bool) -> tuple[Transformer, list[dict]]:
         model = copy.deepcopy(base)
-        cfg = RLConfig(**{**asdict(rl), "freeze_model": freeze_model})
+        cfg = replace(rl, freeze_model=freeze_model)
         run_dir = os.path.join(out_root, "rl", f"{name.replace(' ', '_').replace('@', '_d')}_s{seed}")
         hist = train_rl(model, router, task, dec, cfg, run_dir, quiet=True)
         out["curves"][name] = [h["reward"] for h in hist]
@@ -141,13 +137,13 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
     for features, depths in [("root", [1]), ("d1", [1]), ("subtree", list(range(1, sizes.max_depth + 1)))]:
         for depth in depths:
             router = Router(RouterConfig(features=features), base.cfg.n_embd, depth)
-            model, _ = rl_run(f"router {features}@{depth}", lbr_config(depth, sizes), router, freeze_model=True)
-            ev = evaluate(model, router, task, lbr_config(depth, sizes), examples, sizes.lbr_samples, ks, seed)
+            model, _ = rl_run(f"router {features}@{depth}", lbr_config(depth, sizes.max_new_tokens), router, freeze_model=True)
+            ev = evaluate(model, router, task, lbr_config(depth, sizes.max_new_tokens), examples, sizes.lbr_samples, ks, seed)
             out["routing"][f"{features}@{depth}"] = ev
             log(f"router {features} depth {depth}: pass@1 {ev['pass@1']:.3f}")
     for depth in range(1, sizes.max_depth + 1):
         out["routing"][f"oracle@{depth}"] = oracle_ceiling(base, task, depth, examples, sizes.lbr_samples, seed)
-        ev = evaluate(base, EOSReadout(base, task.eos_id), task, lbr_config(depth, sizes, greedy_router=True),
+        ev = evaluate(base, EOSReadout(base, task.eos_id), task, lbr_config(depth, sizes.max_new_tokens, greedy_router=True),
                       examples, 1, (1,), seed)
         out["routing"][f"readout@{depth}"] = ev
 
@@ -167,8 +163,8 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
     out["e2e"]["lbr router"] = out["routing"][f"subtree@{depth}"]
     out["curves"]["lbr router"] = out["curves"][f"router subtree@{depth}"]
     router = Router(RouterConfig(features="subtree"), base.cfg.n_embd, depth)
-    model, _ = rl_run("lbr joint", lbr_config(depth, sizes), router, freeze_model=False)
-    out["e2e"]["lbr joint"] = evaluate(model, router, task, lbr_config(depth, sizes), examples, sizes.lbr_samples, ks, seed)
+    model, _ = rl_run("lbr joint", lbr_config(depth, sizes.max_new_tokens), router, freeze_model=False)
+    out["e2e"]["lbr joint"] = evaluate(model, router, task, lbr_config(depth, sizes.max_new_tokens), examples, sizes.lbr_samples, ks, seed)
     out["seconds"], out["experiment_seconds"] = time.time() - t_start, time.time() - t_experiment
     log(f"done in {out['seconds']:.0f}s")
     return out
@@ -179,17 +175,11 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
 
 
 def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: str) -> str:
-    seeds = [r["seed"] for r in results]
     get = lambda section, key, metric: [r[section][key][metric] for r in results]  # noqa: E731
     depths = sorted(int(k.split("@")[1]) for k in results[0]["routing"] if k.startswith("subtree@"))
     js = sorted({int(k.split("_j")[1]) for k in results[0]["routing"]["subtree@1"] if "_j" in k})
-    pre = ", ".join(f"{r['pretrain_seconds'] / 60:.1f}" for r in results)
-    rest = ", ".join(f"{r['experiment_seconds'] / 60:.1f}" for r in results)
     lines = [f"# Synthetic planning experiment (subgoal star, {N_ARMS} arms of 4 nodes)", "",
-             f"Regenerate: `{cmd}`. Seeds {seeds}; cells are mean ± standard deviation over seeds. "
-             f"Wall time of this run {seconds / 60:.1f} min on {os.cpu_count()} CPU cores ({platform.machine()}), "
-             f"torch {torch.__version__}. Per seed (seeds in parallel, one thread each): pre-training {pre} min "
-             f"(cached in out/ once done), everything after it {rest} min.", ""]
+             provenance(cmd, results, seconds), ""]
 
     lines += ["## Health of the pre-trained models", "",
               "Gate of DESIGN §6.1: (1) teacher-forced accuracy after the first answer token >= 0.99; "
@@ -295,8 +285,7 @@ def plots(results: list[dict], out_dir: str, stem: str) -> None:
         for x, v in zip(xs, vals):
             ax.plot([x] * len(v), v, "k_", ms=6)
     ax.axhline(1 / N_ARMS, color="red", ls=":", lw=0.8, label="chance (1/4)")
-    ax.set_xticks(range(len(keys)), [k.replace("@1", "").replace("@", "\ndepth ") if not k.startswith("subtree") else
-                                     k.replace("@", "\ndepth ") for k in keys])
+    ax.set_xticks(range(len(keys)), ["root", "d1"] + [f"subtree\ndepth {d}" for d in depths])
     ax.set_ylabel("success (Pass@1)")
     ax.set_title("router ablation (base model frozen)")
     ax.legend(fontsize=7)
@@ -321,19 +310,9 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     out_root = os.path.join(args.out, "quick") if args.quick else args.out
     stem = "synthetic_quick" if args.quick else "synthetic"
-    json_path = os.path.join(args.results, f"{stem}.json")
-    if args.report_only:
-        with open(json_path) as f:
-            saved = json.load(f)
-        results, seconds, seeds = saved["results"], saved["seconds"], [r["seed"] for r in saved["results"]]
-    else:
-        t0 = time.time()
-        with ProcessPoolExecutor(max_workers=args.jobs or len(seeds)) as pool:
-            results = list(pool.map(run_seed, seeds, [sizes] * len(seeds), [out_root] * len(seeds)))
-        seconds = time.time() - t0
-        os.makedirs(args.results, exist_ok=True)
-        with open(json_path, "w") as f:
-            json.dump({"seconds": seconds, "sizes": asdict(sizes), "results": results}, f, indent=1)
+    results, seconds = run_seeds(run_seed, seeds, sizes, out_root, os.path.join(args.results, f"{stem}.json"),
+                                 args.jobs, args.report_only)
+    seeds = [r["seed"] for r in results]
     cmd = "python synthetic.py" + (" --quick" if args.quick else "") + f" --seeds {' '.join(map(str, seeds))}"
     md = report(results, sizes, cmd, seconds, stem)
     plots(results, args.results, stem)
