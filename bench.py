@@ -11,12 +11,21 @@ same number of tokens):
 3. the one-forward replay of a trajectory (likelihood.py) against a plain causal forward of
    the same number of tokens, forward only and forward + backward. Target: <= 1.5x.
 
-Run: `python bench.py` (a few minutes on 2 cores) or `make bench`; `--quick` for a smoke run.
+`--scale` measures instead at a real model's size (a random model of Qwen2.5-0.5B's shape, fp32,
+batch 1): time per committed token of cot and lbr (4,1), and one LBR rollout's replay forward +
+backward with its peak memory and the ancestor mask's share, at 64 / 128 / 256 generated tokens,
+and what that predicts for a 1.5B model at 512 tokens and batch 64 on one GPU
+(results/bench_scale.md).
+
+Run: `python bench.py` (a few minutes on 2 cores) or `make bench`; `--quick` for a smoke run;
+`python bench.py --scale` (about 8 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
-import argparse
+import ctypes
+import dataclasses
+import gc
 import os
 import platform
 import statistics
@@ -24,11 +33,12 @@ import time
 
 import torch
 
-from decode import CotConfig, LBRConfig, decode_cot, decode_lbr
+from cli import ArgumentParser, check_int, check_out_file, run
+from decode import CotConfig, LBRConfig, TreeTrajectory, decode_cot, decode_lbr
 from likelihood import tree_logprob
 from model import ModelConfig, Transformer
 from router import Router, RouterConfig, RouterInput
-from tree import LocalTree, TreeShape, sample_categorical
+from tree import LocalTree, TreeShape, ancestor_mask, sample_categorical
 
 NO_EOS = 10**6  # an id the model never emits: every rollout runs to the length limit
 
@@ -111,18 +121,298 @@ def count_forwards(model: Transformer, fn) -> int:
     return len(calls)
 
 
+# ---------------------------------------------------------------------------------------------
+# --scale: a random model of Qwen2.5-0.5B's shape (fp32, CPU), so that a reader sees how time and
+# memory grow with the number of generated tokens before renting a GPU
+
+QWEN25_05B = ModelConfig(vocab_size=151936, n_layer=24, n_head=14, n_kv_head=2, n_embd=896, intermediate_size=4864,
+                         max_seq_len=32768, rope_theta=1e6, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True)
+QWEN25_15B = ModelConfig(vocab_size=151936, n_layer=28, n_head=12, n_kv_head=2, n_embd=1536, intermediate_size=8960,
+                         max_seq_len=32768, rope_theta=1e6, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True)
+GiB = 2**30
+
+
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def timed_peak(fn) -> tuple[float, float | None]:
+    """(seconds, peak resident memory during the call above what was resident before it, in bytes).
+
+    The CPU has no allocator counter like CUDA's max_memory_allocated; Linux keeps the process's
+    resident high-water mark (VmHWM), which writing "5" to /proc/self/clear_refs resets to the
+    current resident size. Memory freed earlier but kept by the C allocator would be reused unseen,
+    so it is returned to the system first (glibc's malloc_trim). Elsewhere the peak is None.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _proc_status_kb("VmRSS")
+    except OSError:
+        before = None
+    t0 = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - t0
+    peak = _proc_status_kb("VmHWM")
+    return seconds, None if before is None or peak is None else (peak - before) * 1024
+
+
+def attention_fwd_bwd(cfg: ModelConfig, M: int, mask: torch.Tensor | None) -> None:
+    """One layer's attention core (softmax(q k^T / sqrt(d)) v) over M nodes, forward + backward,
+    with the (1, M, M) tree mask or causal: what the tree mask costs."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, cfg.n_head, M, cfg.head_dim, generator=g, requires_grad=True)
+    k, v = (torch.randn(1, cfg.n_kv_head, M, cfg.head_dim, generator=g, requires_grad=True) for _ in range(2))
+    if mask is None:
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    else:
+        additive = torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))[:, None]  # as model.hidden builds it
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=additive, enable_gqa=True)
+    y.sum().backward()
+
+
+def head_bytes_per_node(model: Transformer, n: int = 256) -> float | None:
+    """Peak memory per node of the replay's head: fp32 logits over the vocabulary, log-softmax,
+    the gathers, and their backward (measured on n random hidden states)."""
+    h = torch.randn(1, n, model.cfg.n_embd, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    tok = torch.zeros(1, n, 1, dtype=torch.long)
+    _, peak = timed_peak(lambda: model.head(h).log_softmax(-1).gather(2, tok).sum().backward())
+    model.zero_grad(set_to_none=True)
+    grad_w = 4 * model.lm_head.weight.numel()  # the head's weight gradient: a constant, not per node
+    return None if peak is None else (peak - grad_w) / n
+
+
+def forward_clock(model: Transformer, fn) -> list[float]:
+    """time.perf_counter() at the start of every forward that `fn` makes (each goes through
+    model.hidden), then once more at its end."""
+    stamps: list[float] = []
+    original = model.hidden
+    model.hidden = lambda *a, **k: (stamps.append(time.perf_counter()), original(*a, **k))[1]
+    try:
+        fn()
+    finally:
+        del model.hidden  # back to the class's method
+    return stamps + [time.perf_counter()]
+
+
+def trajectory_prefix(traj: TreeTrajectory, t: int) -> TreeTrajectory:
+    """The record of the first t steps of a batch-1 LBR rollout, i.e. what decode_lbr returns with
+    max_new_tokens=t: nodes are recorded in birth order, so those born in the first t steps are a prefix."""
+    assert traj.tokens.shape[0] == 1
+    n = int(traj.prompt_len[0]) + int(((traj.birth_step[0] >= 0) & (traj.birth_step[0] < t)).sum())
+    return dataclasses.replace(
+        traj, cfg=dataclasses.replace(traj.cfg, max_new_tokens=t), tokens=traj.tokens[:, :n],
+        parent=traj.parent[:, :n], birth_step=traj.birth_step[:, :n], logq=traj.logq[:, :n],
+        n_nodes=torch.tensor([n]), choice=traj.choice[:, :t], router_logp=traj.router_logp[:, :t],
+        completion=traj.completion[:, :t], length=traj.length.clamp(max=t))
+
+
+def bench_scale(out: str, lengths: tuple[int, ...], prompt_len: int) -> None:
+    """Time and memory of cot, lbr (4,1) and the replay at Qwen2.5-0.5B's shape; writes `out`.
+
+    One cot and one lbr rollout of max(lengths) tokens are decoded; the time to commit the first T
+    tokens is read off the clock of their forwards (cot: one forward per token; lbr (4,1): two per
+    step), and the replay of T tokens replays the first T steps of the lbr record (the record a
+    T-token rollout makes). That saves decoding the shorter lengths again on a 2-core machine.
+    """
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    torch.manual_seed(0)  # weight init
+    t0 = time.perf_counter()
+    cfg = QWEN25_05B
+    model = Transformer(cfg).eval()
+    router = Router(RouterConfig(), cfg.n_embd, 2)
+    n_params = model.num_params()
+    print(f"Qwen2.5-0.5B-shaped random model: {n_params / 1e6:.0f}M parameters, built in {time.perf_counter() - t0:.0f}s")
+    prompt = [torch.randint(0, cfg.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()]
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    T_max, done = max(lengths), {}
+    start = time.perf_counter()
+    _, cot_mem = timed_peak(lambda: done.setdefault("cot", forward_clock(model, lambda: decode_cot(
+        model, prompt, CotConfig(max_new_tokens=T_max), NO_EOS, gen()))))
+    cot_start, cot_clock = start, done["cot"]
+    start = time.perf_counter()
+    _, lbr_mem = timed_peak(lambda: done.setdefault("lbr", forward_clock(model, lambda: done.setdefault(
+        "traj", decode_lbr(model, router, prompt, LBRConfig(widths=(4, 1), max_new_tokens=T_max), NO_EOS, gen())))))
+    lbr_start, lbr_clock = start, done["lbr"]
+    # forwards: cot = prefill + one per token but the last; lbr (4,1) = prefill + two waves per step
+    assert len(cot_clock) == T_max + 1 and len(lbr_clock) == 1 + 2 * T_max + 1, (len(cot_clock), len(lbr_clock))
+    print(f"decoded {T_max} tokens: cot {cot_clock[-1] - cot_start:.0f}s, lbr {lbr_clock[-1] - lbr_start:.0f}s", flush=True)
+    rows = []
+    for T in lengths:
+        cot_s = (cot_clock[T] if T < T_max else cot_clock[-1]) - cot_start  # T tokens committed before forward T
+        lbr_s = (lbr_clock[1 + 2 * T] if T < T_max else lbr_clock[-1]) - lbr_start
+        traj = trajectory_prefix(done["traj"], T)
+        M = traj.tokens.shape[1]  # nodes of the union tree: the prompt and every node born
+        replayed = {}
+
+        def replay():
+            out = tree_logprob(model, router, traj).total
+            out.sum().backward()
+            replayed["total"] = out.detach()
+
+        rep_s, rep_mem = timed_peak(replay)
+        model.zero_grad(set_to_none=True)
+        anc, _ = ancestor_mask(traj.parent)
+        tree_s, _ = timed_peak(lambda: attention_fwd_bwd(cfg, M, anc))
+        causal_s, _ = timed_peak(lambda: attention_fwd_bwd(cfg, M, None))
+        rows.append(dict(T=T, cot=cot_s / T, lbr=lbr_s / T, M=M, rep_s=rep_s, rep_mem=rep_mem,
+                         mask_bytes=5 * M * M,  # bool ancestors + fp32 additive copy, per row
+                         attn_tree=tree_s * cfg.n_layer, attn_causal=causal_s * cfg.n_layer,
+                         dlogp=float((replayed["total"] - traj.recorded_logprob()).abs().max())))
+        print(f"T={T}: cot {cot_s / T * 1e3:.0f} ms/token, lbr {lbr_s / T * 1e3:.0f} ms/token, replay of {M} nodes "
+              f"{rep_s:.1f}s, peak {_gb(rep_mem)}", flush=True)
+    head_node = head_bytes_per_node(model)
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    gb = lambda b: "n/a" if b is None else f"{b / GiB:.2f}"  # noqa: E731
+    lines = ["# LBR at a real model's size", "",
+             f"`python bench.py --scale`: a random model of Qwen2.5-0.5B's shape ({n_params / 1e6:.0f}M parameters: "
+             f"{cfg.n_layer} layers, width {cfg.n_embd}, {cfg.n_head} heads, {cfg.n_kv_head} KV heads, vocabulary "
+             f"{cfg.vocab_size}, tied embeddings), fp32 on the CPU, batch 1, prompt {prompt_len} tokens, no EOS; one "
+             f"run of each measurement. torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+             f"{platform.machine()} "
+             f"{_cpu_name()}; load average {load0:.1f} before, {load1:.1f} after (a shared machine: absolute "
+             "times are indicative, ratios less noisy). Memory: the peak resident memory during the call above "
+             "what was resident before it (so the 1.98 GB of weights are not counted; the replay's parameter "
+             "gradients, 4 bytes per parameter, are).", "",
+             "## Decoding: time per committed token", "",
+             f"Time to commit the first T tokens of one {T_max}-token rollout (prefill included), per token. lbr "
+             f"(4,1) makes 2 sequential forwards per step (a wave of 3 new candidates, then a wave of their 4 "
+             f"continuations). Peak memory of the whole {T_max}-token decoding: cot {gb(cot_mem)} GB, lbr "
+             f"{gb(lbr_mem)} GB (the KV cache and the record; the weights excluded).", "",
+             "| generated tokens | cot ms / token | lbr (4,1) ms / token | lbr / cot |",
+             "| ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['T']} | {r['cot'] * 1e3:.0f} | {r['lbr'] * 1e3:.0f} | {r['lbr'] / r['cot']:.2f} |")
+    lines += ["", "## One LBR rollout's replay (likelihood.tree_logprob), forward + backward", "",
+              "| generated tokens | nodes | replay s | replay peak GB | logits GB (one fp32 copy) | ancestor mask GB "
+              "(5 B x nodes²) | mask's share of the peak | attention fwd+bwd, 24 layers: tree mask s / causal s | "
+              "tree mask's share of replay time | max abs(replayed - recorded log P) |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        share = "n/a" if r["rep_mem"] is None else f"{r['mask_bytes'] / r['rep_mem']:.1%}"
+        lines.append(f"| {r['T']} | {r['M']} | {r['rep_s']:.1f} | {gb(r['rep_mem'])} | "
+                     f"{4 * r['M'] * cfg.vocab_size / GiB:.2f} | {r['mask_bytes'] / GiB:.3f} | {share} | "
+                     f"{r['attn_tree']:.1f} / {r['attn_causal']:.1f} | "
+                     f"{max(r['attn_tree'] - r['attn_causal'], 0) / r['rep_s']:.1%} | {r['dlogp']:.1e} |")
+    lines += ["", *scale_reading(rows, head_node, prompt_len, forwards_per_step=2)]
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+def _gb(b: float | None) -> str:
+    return "n/a" if b is None else f"{b / GiB:.2f} GB"
+
+
+def _layer_width(cfg: ModelConfig) -> int:
+    """n_layer * (n_embd + intermediate_size): what a node's saved activations scale with."""
+    return cfg.n_layer * (cfg.n_embd + cfg.intermediate_size)
+
+
+def _count_params(cfg: ModelConfig) -> int:
+    with torch.device("meta"):
+        return Transformer(cfg).num_params()
+
+
+def scale_reading(rows: list[dict], head_node: float | None, prompt_len: int, forwards_per_step: int) -> list[str]:
+    """What the measurements say, and what they predict for Qwen2.5-1.5B at 512 tokens, batch 64, one GPU."""
+    small, first, last = QWEN25_05B, rows[0], rows[-1]
+    per_token = (last["M"] - prompt_len) / last["T"]  # nodes born per committed token, lbr (4,1)
+    out = ["## Reading the numbers", "",
+           f"- lbr (4,1) births {per_token:.1f} nodes per committed token (the committed candidate's continuation "
+           "becomes a candidate; 3 new candidates and 4 new continuations are born), in "
+           f"{forwards_per_step} sequential forwards per step. At batch 1 a forward costs about the time to read the "
+           "weights, whatever its few tokens, so lbr / cot tracks the forwards per step (plus the head over the "
+           "vocabulary for every parent), not the 7x more tokens.",
+           "- The replay forwards prompt + ~7 x T nodes at once; its time and memory grow about linearly in T "
+           "here. The (nodes x nodes) ancestor mask is a boolean and an fp32 additive copy, 5 bytes per pair per "
+           "row: its share of the memory is in the table; its time cost is the attention with that mask minus "
+           "causal attention (which can skip the upper triangle) over the same nodes."]
+    if len(rows) < 2 or head_node is None or any(r["rep_mem"] is None for r in rows):
+        return out
+    node = (last["rep_mem"] - first["rep_mem"]) / (last["M"] - first["M"])  # marginal replay bytes per node
+    layers_node = max(node - head_node, 0.0)
+    out.append(f"- Marginal replay memory: {node / 2**20:.2f} MiB per node, of which {head_node / 2**20:.2f} MiB is "
+               f"the head (fp32 logits over {small.vocab_size} ids, {4 * small.vocab_size / 2**20:.2f} MiB per copy, "
+               f"log-softmax and their gradients; measured alone) and {layers_node / 2**20:.2f} MiB the 24 layers' "
+               f"saved activations: with a 152k vocabulary the head alone costs {head_node / max(layers_node, 1):.0%} "
+               "of what all the layers cost per node, and the mask is negligible at these sizes.")
+    big, P, T, B = QWEN25_15B, 150, 512, 64  # a GSM8K question in a chat template: ~100-200 tokens
+    n_big = _count_params(big)
+    M = P + per_token * T
+    layers_big = layers_node * _layer_width(big) / _layer_width(small) / 2  # bf16 autocast halves the activations
+    per_row = (layers_big + head_node) * M + 5 * M * M
+    state = 16 * n_big  # fp32 weights, gradients and Adam's two moments
+    attn_flops = 3 * 4 * B * M * M * big.n_head * big.head_dim * big.n_layer  # q k^T and (p v), forward + 2x backward
+    flops_replay = 6 * n_big * B * M + attn_flops
+    out += ["", "## What this predicts for Qwen2.5-1.5B at 512 tokens, batch 64, one GPU", "",
+            f"Assumptions: prompt {P} tokens, lbr (4,1), so {M:.0f} nodes per rollout; the layers' activations "
+            f"scale with layers x (width + MLP width) ({_layer_width(big) / _layer_width(small):.2f}x the 0.5B's) and "
+            "halve under bf16 autocast; logits stay fp32; training state 16 bytes per parameter (fp32 weights, "
+            "gradients, Adam's moments); one H200-class GPU (141 GB; ~400 TFLOP/s reached by bf16 matmuls).", "",
+            f"- Replay memory: {per_row / GiB:.1f} GB per rollout ({layers_big * M / GiB:.1f} layers, "
+            f"{head_node * M / GiB:.1f} head, {5 * M * M / GiB:.2f} ancestor mask), {B * per_row / GiB:.0f} GB for "
+            f"the batch of {B}, plus {state / GiB:.0f} GB of training state: it does not fit in one backward. Replay "
+            f"in micro-batches of ~{max(1, int((141e9 - state) / per_row))} rollouts with gradient accumulation "
+            "(exact: the loss is a sum over rollouts), and/or compute the head's log-probabilities in chunks of "
+            "nodes (only one log q per node is needed, not the whole (nodes x vocabulary) table).",
+            f"- The mask stays a small share: {5 * M * M / per_row:.1%} of a rollout's replay memory at {M:.0f} "
+            f"nodes (it grows as nodes², the rest as nodes; they would be equal at ~"
+            f"{(layers_big + head_node) / 5 / 1e3:.0f}k nodes per rollout).",
+            f"- Replay compute: {flops_replay / 1e15:.1f} PFLOP per step for the batch (6 x parameters x nodes, plus "
+            f"{attn_flops / flops_replay:.0%} for the dense masked attention, which flash attention cannot skip as it "
+            f"does a causal triangle) -> ~{flops_replay / 400e12:.0f} s per RL step.",
+            f"- Decoding: {2 * n_big * B * per_token * T / 1e12:.0f} TFLOP for the batch's {B * T} committed tokens "
+            f"(~{2 * n_big * B * per_token * T / 400e12:.1f} s if compute-bound); each forward carries only 64 x a "
+            f"few nodes, so it is latency-bound instead: {T} steps x {forwards_per_step} sequential forwards x "
+            f"~3 ms (an assumption: 28 layers of small kernels) = ~{T * forwards_per_step * 3e-3:.0f} s for lbr "
+            f"vs ~{T * 3e-3:.1f} s for cot per batch.",
+            "These are estimates from the CPU measurements above and FLOP counts; nothing here ran on a GPU "
+            "(`python gpu_check.py` measures decoding and RL steps on one)."]
+    return out
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap = ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--out", default=None, help="default: results/bench.md (--quick: results/bench_quick.md)")
     ap.add_argument("--tokens", type=int, default=128, help="tokens generated per rollout")
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 16 tokens, 1 repeat")
+    ap.add_argument("--scale", action="store_true",
+                    help="instead: a random Qwen2.5-0.5B-shaped model, cot / lbr (4,1) / replay at 64, 128, 256 tokens "
+                         "-> results/bench_scale.md (about 8 minutes on 2 cores, ~6 GB of memory)")
     args = ap.parse_args()
+    if args.scale:
+        args.out = args.out or "results/bench_scale.md"
+        check_out_file(args.out, "--out")
+        bench_scale(args.out, (8, 16) if args.quick else (64, 128, 256), prompt_len=16)
+        return
     if args.quick:
         args.tokens, args.repeats = 16, 1
+    for flag in ("tokens", "prompt_len", "repeats"):
+        check_int("--" + flag.replace("_", "-"), getattr(args, flag), 1)
+    if args.prompt_len + args.tokens + 3 > 512:  # the model's context (ModelConfig.max_seq_len), lookahead 2 + 1
+        raise ValueError(f"--prompt-len {args.prompt_len} + --tokens {args.tokens} exceed the benchmark model's "
+                         "context of 512 tokens (with the lookahead): lower them")
+    args.out = args.out or ("results/bench_quick.md" if args.quick else "results/bench.md")
+    check_out_file(args.out, "--out")  # before minutes of timing, not after
     torch.manual_seed(0)
-    # the ~0.6M-parameter GPT of DESIGN §6 (3 layers, d=128, GQA): big enough that forwards are not free
+    # the ~0.6M-parameter GPT of docs/DESIGN.md §8.5 (3 layers, d=128, GQA): big enough that forwards are not free
     model = Transformer(ModelConfig(vocab_size=64, n_layer=3, n_head=4, n_kv_head=2, n_embd=128,
                                     intermediate_size=384)).eval()
     T, widths_list = args.tokens, [(2, 2), (4, 1), (4, 2)]
@@ -211,7 +501,6 @@ def main() -> None:
               "way causal flash attention does; at ~1.3k tokens attention is a large share of the tiny model's "
               "FLOPs. Training uses forward + backward."]
 
-    args.out = args.out or ("results/bench_quick.md" if args.quick else "results/bench.md")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -230,4 +519,4 @@ def _cpu_name() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,5 +1,5 @@
 """
-Pretrained checkpoints of the Llama / Qwen2 family, read without any Hugging Face library.
+Pretrained checkpoints of the Llama / Qwen2 / Qwen3 families, read without any Hugging Face library.
 
 A checkpoint directory holds `config.json` (the architecture) and one or more `*.safetensors`
 files (with `model.safetensors.index.json` naming the shard of each tensor when there are
@@ -13,7 +13,9 @@ anywhere, so a checkpoint cannot run code; every header field is validated, and 
 file raises ValueError naming the file and the tensor instead of loading something wrong.
 
 Module names in model.py follow the Hugging Face layout, so `model.layers.0.self_attn.q_proj.weight`
-becomes our `layers.0.self_attn.q_proj.weight`.
+becomes our `layers.0.self_attn.q_proj.weight`. `config_from_hf` maps config.json onto ModelConfig
+and refuses, naming the field, whatever the model does not implement; `stop_ids` reads the ids
+that end a completion (generation_config.json's EOS ids and the tokenizer's EOS).
 
 Run `python checkpoint.py DIR` to load a checkpoint and print its config and a greedy continuation
 of a few token ids.
@@ -21,11 +23,13 @@ of a few token ids.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import math
 import os
+import pickle
 import struct
+import warnings
 
 import torch
 from torch import Tensor
@@ -39,8 +43,33 @@ DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 MAX_HEADER = 100 * 2**20  # the format caps the header at 100 MB
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json.loads hook: a JSON object that names a key twice is refused (the format disallows it;
+    a plain json.loads would silently keep the last one)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _check_metadata(metadata: object) -> None:
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ValueError(f"__metadata__ must map strings to strings, got {metadata!r}")
+
+
 def _header(path: str) -> tuple[dict, int, int]:
-    """The validated header of a safetensors file: (entries, start of data, data size)."""
+    """The validated header of a safetensors file: (tensor entries, start of data, data size).
+
+    The rules are the format's own (https://github.com/huggingface/safetensors, "Format"): the
+    header is a UTF-8 JSON object (first byte '{'), at most 100 MB; no key twice;
+    an optional "__metadata__" maps strings to strings; every other key is a tensor with exactly
+    dtype, shape, data_offsets, whose byte count is prod(shape) * itemsize; and the data buffer is
+    covered exactly: the tensors, sorted by offset, start at 0, each begins where the previous one
+    ends (no gap, no overlap) and the last ends at the end of the file (no trailing bytes), so
+    that no byte of the file goes unchecked (no polyglot files).
+    """
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -49,13 +78,22 @@ def _header(path: str) -> tuple[dict, int, int]:
         (n,) = struct.unpack("<Q", raw)
         if n > MAX_HEADER or 8 + n > size:
             raise ValueError(f"{path}: header length {n} does not fit in a file of {size} bytes")
-        try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: the header is not valid JSON ({e})") from None
+        text = f.read(n)
+    if not text.startswith(b"{"):
+        raise ValueError(f"{path}: the header must be a JSON object (its first byte '{{')")
+    try:
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: the header is not valid JSON ({e})") from None
+    except ValueError as e:  # a duplicate key
+        raise ValueError(f"{path}: the header is ambiguous: {e}") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: the header must be a JSON object")
-    header.pop("__metadata__", None)
+    if "__metadata__" in header:
+        try:
+            _check_metadata(header.pop("__metadata__"))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     data_size, spans = size - 8 - n, []
     for name, e in header.items():
         where = f"{path}: tensor {name!r}"
@@ -76,10 +114,15 @@ def _header(path: str) -> tuple[dict, int, int]:
         if end - begin != nbytes:
             raise ValueError(f"{where}: shape {shape} of {e['dtype']} needs {nbytes} bytes, offsets give {end - begin}")
         spans.append((begin, end, name))
-    spans.sort()
-    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
-        if b1 < e0:
-            raise ValueError(f"{path}: tensors {n0!r} and {n1!r} overlap")
+    covered, last = 0, None  # bytes [0, covered) are accounted for by the tensors so far
+    for begin, end, name in sorted(spans):
+        if begin < covered:
+            raise ValueError(f"{path}: tensors {last!r} and {name!r} overlap")
+        if begin > covered:
+            raise ValueError(f"{path}: a gap of {begin - covered} bytes before tensor {name!r} belongs to no tensor")
+        covered, last = end, name
+    if covered != data_size:
+        raise ValueError(f"{path}: {data_size - covered} trailing bytes after the last tensor belong to no tensor")
     return header, 8 + n, data_size
 
 
@@ -102,7 +145,18 @@ def read_safetensors(path: str, names: list[str] | None = None) -> dict[str, Ten
 
 
 def write_safetensors(tensors: dict[str, Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
-    """Write tensors in the safetensors format (contiguous, in name order, little-endian)."""
+    """Write tensors in the safetensors format (contiguous, in name order, little-endian).
+
+    Raises ValueError for what the format cannot hold: a tensor named "__metadata__" (the key of
+    the metadata), a name that is not a string, metadata that is not a str -> str map, a dtype
+    without a safetensors name.
+    """
+    if "__metadata__" in tensors:
+        raise ValueError("a tensor cannot be named '__metadata__' (the format's key for metadata); rename it")
+    if not all(isinstance(name, str) for name in tensors):
+        raise ValueError(f"tensor names must be strings, got {[n for n in tensors if not isinstance(n, str)][:3]}")
+    if metadata is not None:
+        _check_metadata(metadata)
     header: dict = {"__metadata__": metadata} if metadata else {}
     blobs, offset = [], 0
     for name in sorted(tensors):
@@ -122,42 +176,120 @@ def write_safetensors(tensors: dict[str, Tensor], path: str, metadata: dict[str,
 
 
 # ---------------------------------------------------------------------------------------------
-# Llama / Qwen2 checkpoints
+# Llama / Qwen2 / Qwen3 checkpoints: config.json -> ModelConfig
+#
+# The reference is transformers' LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM: every
+# config.json field those models read is either implemented here or checked to have the value we
+# implement, and refused with an error naming it otherwise; fields they ignore we ignore too.
+
+FAMILIES = ("llama", "qwen2", "qwen3")
+# fields that must have the value we implement (absent = transformers' default, which is that value)
+FIXED_FIELDS = {"hidden_act": "silu", "attention_dropout": 0.0, "partial_rotary_factor": 1.0, "use_sliding_window": False,
+                "mlp_bias": False, "attention_bias": False}
+FIXED_WHY = {"hidden_act": "the MLP is SwiGLU with silu", "attention_dropout": "the model has no dropout",
+             "partial_rotary_factor": "RoPE rotates the whole head", "use_sliding_window": "attention is full",
+             "mlp_bias": "the MLP has no biases", "attention_bias": "Llama and Qwen3 projections have no biases here"}
+ROPE_KEYS = {"default": {"rope_type", "type", "rope_theta", "partial_rotary_factor"},
+             "llama3": {"rope_type", "type", "rope_theta", "partial_rotary_factor", "factor", "low_freq_factor",
+                        "high_freq_factor", "original_max_position_embeddings"}}
+
+
+def _number(value: object, field: str, kind: type = float) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ValueError(f"config.json: {field} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"config.json: {field} must be finite, got {value!r}")
+    return value
+
+
+def rope_from_hf(hf: dict) -> dict:
+    """The RoPE fields of ModelConfig from a config.json, in either layout.
+
+    Older files: `rope_theta` at the top and `rope_scaling` (null, or a dict with `rope_type` or
+    `type`); newer ones (transformers >= 5): everything in `rope_parameters`. As in transformers,
+    `rope_scaling` wins when both are there, a missing `rope_theta` inside is taken from the top
+    level, and llama3's missing `original_max_position_embeddings` from the top level's
+    `original_max_position_embeddings` or `max_position_embeddings`. Implemented: plain RoPE and
+    `llama3`; any other type (linear, dynamic, yarn, longrope, ...), per-layer-type parameters or an
+    unknown key is refused, naming the field.
+    """
+    field = "rope_scaling" if hf.get("rope_scaling") else "rope_parameters"
+    rope = hf.get(field) or {}
+    if not isinstance(rope, dict):
+        raise ValueError(f"config.json: {field} must be an object, got {rope!r}")
+    if any(isinstance(v, dict) for v in rope.values()):
+        raise ValueError(f"config.json: {field} gives RoPE parameters per layer type ({', '.join(rope)}); "
+                         "only one RoPE for all layers is implemented")
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind not in ROPE_KEYS:
+        raise ValueError(f"config.json: {field}.rope_type {kind!r} (RoPE scaling) is not implemented; "
+                         f"implemented: {', '.join(ROPE_KEYS)}")
+    unknown = sorted(set(rope) - ROPE_KEYS[kind])
+    if unknown:
+        raise ValueError(f"config.json: {field}.{unknown[0]} is not implemented for rope_type {kind!r}")
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError(f"config.json: {field}.partial_rotary_factor {rope['partial_rotary_factor']} is not "
+                         "implemented (RoPE rotates the whole head)")
+    out = {"rope_theta": float(_number(rope.get("rope_theta", hf.get("rope_theta", 10000.0)), "rope_theta"))}
+    if kind == "llama3":
+        for key in ("factor", "low_freq_factor", "high_freq_factor"):
+            if key not in rope:
+                raise ValueError(f"config.json: {field}.{key} is missing (llama3 RoPE scaling needs it)")
+        original = rope.get("original_max_position_embeddings",
+                            hf.get("original_max_position_embeddings", hf.get("max_position_embeddings")))
+        out |= {"rope_type": "llama3", "rope_factor": float(_number(rope["factor"], f"{field}.factor")),
+                "rope_low_freq_factor": float(_number(rope["low_freq_factor"], f"{field}.low_freq_factor")),
+                "rope_high_freq_factor": float(_number(rope["high_freq_factor"], f"{field}.high_freq_factor")),
+                "rope_original_max_len": _number(original, f"{field}.original_max_position_embeddings", int)}
+    return out
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    """Our ModelConfig from a Llama or Qwen2 `config.json`; anything we do not implement is refused."""
+    """Our ModelConfig from a Llama, Qwen2 or Qwen3 `config.json` (a dict); anything the model does
+    not implement is refused with a ValueError naming the field.
+
+    The families differ in three places: Qwen2 has q/k/v biases; Qwen3 has none but RMS-normalises
+    each query and key head before RoPE (q_norm / k_norm) and sets `head_dim` itself (default 128,
+    as transformers' Qwen3Config); Llama 3.1+ scale their RoPE frequencies (`rope_from_hf`).
+    """
+    if not isinstance(hf, dict):
+        raise ValueError("config.json must hold a JSON object")
     kind = hf.get("model_type")
-    if kind not in ("llama", "qwen2"):
-        raise ValueError(f"model_type {kind!r} is not supported: this loader reads 'llama' and 'qwen2' checkpoints")
-    # RoPE: `rope_theta` (+ `rope_scaling`) in older files, `rope_parameters` in newer ones
-    rope = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or ({} if rope.get("rope_type", "default") == "default" else rope)
-    if scaling:
-        raise ValueError(f"RoPE scaling {scaling!r} is not implemented; only plain RoPE (rope_theta)")
-    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
-    if hf.get("use_sliding_window") or any(t != "full_attention" for t in hf.get("layer_types") or []):
-        raise ValueError("sliding-window attention is not implemented; only full attention")
-    if hf.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"hidden_act {hf['hidden_act']!r} is not supported (SwiGLU with silu only)")
-    if kind == "llama" and (hf.get("attention_bias") or hf.get("mlp_bias")):
-        raise ValueError("Llama checkpoints with attention_bias or mlp_bias are not supported")
+    if kind not in FAMILIES:
+        raise ValueError(f"config.json: model_type {kind!r} is not supported: this loader reads {', '.join(FAMILIES)}")
+    for field, value in FIXED_FIELDS.items():
+        if field == "attention_bias" and kind == "qwen2":
+            continue  # transformers' Qwen2 ignores it: q/k/v always have biases, o_proj never
+        if field in hf and hf[field] is not None and hf[field] != value:
+            raise ValueError(f"config.json: {field} {hf[field]!r} is not implemented ({FIXED_WHY[field]}: {value!r})")
+    if any(t != "full_attention" for t in hf.get("layer_types") or []):
+        raise ValueError(f"config.json: layer_types {sorted(set(hf['layer_types']))} asks for sliding-window "
+                         "attention, which is not implemented (only full_attention)")
+    if hf.get("quantization_config"):
+        raise ValueError("config.json: quantization_config: quantized checkpoints are not supported; use the "
+                         "bf16/fp16/fp32 weights")
+    for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        if field not in hf:
+            raise ValueError(f"config.json: the field {field} is missing")
+        _number(hf[field], field, int)
+    for field, number in [("num_key_value_heads", int), ("max_position_embeddings", int), ("rms_norm_eps", float)]:
+        if hf.get(field) is not None:
+            _number(hf[field], field, number)
     n_embd, n_head = hf["hidden_size"], hf["num_attention_heads"]
-    if hf.get("head_dim") not in (None, n_embd // n_head):
-        raise ValueError(f"head_dim {hf['head_dim']} != hidden_size / num_attention_heads is not supported")
+    head_dim = hf.get("head_dim", 128 if kind == "qwen3" else None)
     return ModelConfig(vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], n_head=n_head,
                        n_kv_head=hf.get("num_key_value_heads") or n_head, n_embd=n_embd,
                        intermediate_size=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 4096),
-                       rope_theta=float(theta), norm_eps=hf.get("rms_norm_eps", 1e-6),
-                       qkv_bias=kind == "qwen2", tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                       final_norm=True)
+                       norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=kind == "qwen2",
+                       tie_embeddings=bool(hf.get("tie_word_embeddings", False)), final_norm=True,
+                       head_dim=None if head_dim is None else _number(head_dim, "head_dim", int),
+                       qk_norm=kind == "qwen3", **rope_from_hf(hf))
 
 
 def _shards(directory: str) -> list[str]:
     index = os.path.join(directory, "model.safetensors.index.json")
     if os.path.exists(index):
-        with open(index) as f:
-            weight_map = json.load(f).get("weight_map")
+        weight_map = read_json(directory, "model.safetensors.index.json").get("weight_map")
         if not isinstance(weight_map, dict):
             raise ValueError(f"{index}: needs a 'weight_map' object")
         return sorted({os.path.join(directory, s) for s in weight_map.values()})
@@ -167,10 +299,27 @@ def _shards(directory: str) -> list[str]:
     return files
 
 
+def read_json(directory: str, name: str, required: bool = True) -> dict | None:
+    """The JSON object in `directory`/`name` (None if it is absent and not `required`); a missing
+    required file or one that is not a JSON object raises ValueError naming it."""
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+        if required:
+            raise ValueError(f"{directory}: no {name} (is it a Llama/Qwen checkpoint directory?)")
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return obj
+
+
 def load_pretrained(directory: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Transformer:
-    """Our Transformer with the weights of a local Llama/Qwen2 checkpoint directory, in `dtype`."""
-    with open(os.path.join(directory, "config.json")) as f:
-        cfg = config_from_hf(json.load(f))
+    """Our Transformer with the weights of a local Llama/Qwen2/Qwen3 checkpoint directory, in `dtype`."""
+    cfg = config_from_hf(read_json(directory, "config.json"))
     with torch.device("meta"):  # no random init of weights that are about to be overwritten
         model = Transformer(cfg)
     expected = {k: v for k, v in model.state_dict().items()}
@@ -200,20 +349,185 @@ def load_pretrained(directory: str, device: torch.device | str = "cpu", dtype: t
     return model.to(dtype).eval()
 
 
+def _token_ids(value: object, where: str) -> list[int]:
+    """An `eos_token_id` field: one id or a list of ids (None: none)."""
+    ids = [] if value is None else value if isinstance(value, list) else [value]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ValueError(f"{where}: eos_token_id must be a token id or a list of ids, got {value!r}")
+    return ids
+
+
+def stop_ids(directory: str) -> set[int]:
+    """The token ids that end a completion of this checkpoint: any of them stops decoding.
+
+    generation_config.json's `eos_token_id` (one id or a list: Qwen2.5/Qwen3 instruct stop on
+    <|im_end|> and <|endoftext|>, Llama 3.x instruct on <|eot_id|>, <|eom_id|> and
+    <|end_of_text|>); config.json's when generation_config.json has none (what transformers'
+    generate falls back to); plus the tokenizer's EOS token (tokenizer_config.json's `eos_token`,
+    looked up in tokenizer.json), which is what a chat template closes a turn with.
+    Raises ValueError if an id is not a token id of the model, or if no stop id is found at all.
+    """
+    config = read_json(directory, "config.json")
+    generation = read_json(directory, "generation_config.json", required=False) or {}
+    source = "generation_config.json" if "eos_token_id" in generation else "config.json"
+    ids = set(_token_ids((generation if "eos_token_id" in generation else config).get("eos_token_id"),
+                         os.path.join(directory, source)))
+    eos = (read_json(directory, "tokenizer_config.json", required=False) or {}).get("eos_token")
+    if isinstance(eos, dict):  # an AddedToken written out: {"content": ..., "special": ...}
+        eos = eos.get("content")
+    if eos is not None:
+        spec = read_json(directory, "tokenizer.json")
+        known = {t.get("content"): t.get("id") for t in spec.get("added_tokens") or []}
+        known = (spec.get("model") or {}).get("vocab", {}) | known
+        if eos not in known:
+            raise ValueError(f"{directory}: tokenizer_config.json's eos_token {eos!r} is not a token of tokenizer.json")
+        ids.add(known[eos])
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, int) and any(i >= vocab for i in ids):
+        raise ValueError(f"{directory}: stop id {max(ids)} is not below the model's vocab_size {vocab}")
+    if not ids:
+        raise ValueError(f"{directory}: no stop token: add eos_token_id to generation_config.json (or eos_token "
+                         "to tokenizer_config.json)")
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# The project's own .pt files (sft.py and rlvr.py checkpoints, saved rollouts): plain data only.
+#
+# torch.load unpickles, and a pickle may name any Python callable to be run while it loads.
+# With weights_only=True torch's unpickler accepts only tensors and plain containers (dict,
+# list, tuple, str, numbers, None) and refuses anything else, so a crafted file cannot run code.
+# Our files therefore hold nothing else: a dataclass is saved as the dict
+# {"__dataclass__": its class name, "fields": {...}} and rebuilt on loading from the classes the
+# caller allows.
+
+DATACLASS_TAG = "__dataclass__"
+
+
+def _to_plain(obj):
+    """obj with every dataclass inside it turned into a tagged dict (containers without one are
+    returned as they are, so a state_dict keeps its OrderedDict type and `_metadata`)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {DATACLASS_TAG: type(obj).__name__,
+                "fields": {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+    if isinstance(obj, dict):
+        new = {k: _to_plain(v) for k, v in obj.items()}
+        return obj if all(new[k] is v for k, v in obj.items()) else new
+    if isinstance(obj, (list, tuple)):
+        new = [_to_plain(v) for v in obj]
+        return obj if all(a is b for a, b in zip(new, obj)) else type(obj)(new)
+    return obj
+
+
+def _from_plain(obj, kinds: dict[str, type], where: str):
+    """The inverse of _to_plain for the dataclasses named in `kinds`; any other tag is refused."""
+    if isinstance(obj, dict) and DATACLASS_TAG in obj:
+        name = obj[DATACLASS_TAG]
+        if name not in kinds or not isinstance(obj.get("fields"), dict):
+            raise ValueError(f"{where} holds a {name!r} record where one of {sorted(kinds) or 'none'} was expected")
+        try:
+            return kinds[name](**{k: _from_plain(v, kinds, where) for k, v in obj["fields"].items()})
+        except TypeError as e:  # fields renamed or removed since the file was written
+            raise ValueError(f"{where}: its {name} record does not fit this version of the code ({e}); "
+                             "write it again") from None
+    if isinstance(obj, dict):
+        new = {k: _from_plain(v, kinds, where) for k, v in obj.items()}
+        return obj if all(new[k] is v for k, v in obj.items()) else new
+    if isinstance(obj, (list, tuple)):
+        new = [_from_plain(v, kinds, where) for v in obj]
+        return obj if all(a is b for a, b in zip(new, obj)) else type(obj)(new)
+    return obj
+
+
+def save_pt(obj: dict, path: str) -> None:
+    """torch.save of a dict of plain data (tensors, dicts, lists, tuples, numbers, strings, None;
+    dataclasses become tagged dicts), written to `path`.tmp and then renamed over `path`, so that
+    a crash never leaves a half-written file (os.replace is atomic on POSIX and Windows)."""
+    torch.save(_to_plain(obj), path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_pt(path: str, what: str, kinds: tuple[type, ...] = ()) -> dict:
+    """A dict written by save_pt, loaded with torch.load(weights_only=True), so that loading never
+    runs code; the dataclasses among `kinds` are rebuilt from their tagged dicts. Tensors land on
+    the CPU (load_state_dict copies them to the model's device).
+
+    `what` names the file in messages (e.g. "--base checkpoint"). Raises ValueError, naming the file
+    and what to do, for a missing path, a directory, an empty, truncated or foreign file, a file
+    holding Python objects other than plain data (refused: unpickling them could run code), or
+    one that is not a dict.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"{what} {path}: no such file")
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path} is a directory; give the .pt file")
+    try:
+        with warnings.catch_warnings():  # torch warns about old pickle protocols; the error below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's safe unpickler met something it does not allow
+        if "global" in str(e).lower():  # a reference to a Python callable or class: what code execution needs
+            raise ValueError(f"{what} {path} holds Python objects other than tensors and plain data; loading it "
+                             "could run code, so it is refused (only files written by this project's sft.py and "
+                             "rlvr.py load)") from None
+        raise ValueError(f"{what} {path} is not a checkpoint written by this project: not plain data saved by "
+                         "torch.save (anything else is refused, since unpickling it could run code)") from None
+    except Exception as e:  # noqa: BLE001 (torch raises EOFError, RuntimeError, KeyError, ... for a broken file)
+        raise ValueError(f"{what} {path} is not a readable checkpoint (empty, truncated or another format: "
+                         f"{type(e).__name__}); give another file or write this one again") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} {path} holds a {type(obj).__name__}, not a checkpoint of this project")
+    return _from_plain(obj, {k.__name__: k for k in kinds}, f"{what} {path}")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Load a local Llama/Qwen2 checkpoint and greedy-decode a few tokens.")
+    from cli import ArgumentParser, check_int  # the command line's helpers; the loaders above need none
+    from tokenizer import BPETokenizer  # only the command line turns ids into text
+    ap = ArgumentParser(description="Load a local Llama/Qwen2/Qwen3 checkpoint, print its config and a greedy "
+                        "continuation: token ids, and the text too when the directory has a tokenizer.json.")
     ap.add_argument("directory")
-    ap.add_argument("--ids", default="1,2,3", help="comma-separated prompt token ids")
-    ap.add_argument("--tokens", type=int, default=8)
+    prompt = ap.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="prompt text, encoded with the checkpoint's tokenizer.json")
+    prompt.add_argument("--ids", help="comma-separated prompt token ids (default without --prompt: 1,2,3)")
+    ap.add_argument("--tokens", type=int, default=8, help="tokens to generate (greedy)")
     args = ap.parse_args()
+    check_int("--tokens", args.tokens, 0)
+    try:
+        ids = [int(i) for i in (args.ids or "1,2,3").split(",")]
+    except ValueError:
+        raise ValueError(f"--ids {args.ids!r}: give comma-separated token ids such as 1,2,3") from None
+    if not os.path.isdir(args.directory):
+        raise ValueError(f"{args.directory}: no such directory; give a Llama/Qwen2 checkpoint directory")
+    if not os.path.isfile(os.path.join(args.directory, "config.json")):
+        raise ValueError(f"{args.directory}: no config.json there; give a Llama/Qwen2 checkpoint directory "
+                         "(config.json and *.safetensors)")
+    tok_path = os.path.join(args.directory, "tokenizer.json")
+    tok = BPETokenizer.from_file(tok_path) if os.path.isfile(tok_path) else None
+    if args.prompt is not None:
+        if tok is None:
+            raise ValueError(f"--prompt needs {tok_path}, which is not there; give token ids with --ids instead")
+        ids = tok.encode(args.prompt, add_special_tokens=True)  # `tokenizers`' default: Llama 3 gets its BOS
+        if not ids:
+            raise ValueError("--prompt '': give some text to continue")
     model = load_pretrained(args.directory)
+    if any(not 0 <= i < model.cfg.vocab_size for i in ids):
+        raise ValueError(f"--ids {args.ids}: token ids must lie in [0, {model.cfg.vocab_size})")
     print(model.cfg, f"\n{model.num_params() / 1e6:.1f}M parameters")
-    ids = [int(i) for i in args.ids.split(",")]
+    n_prompt = len(ids)
     with torch.no_grad():
         for _ in range(args.tokens):
             ids.append(int(model(torch.tensor([ids]))[0][0, -1].argmax()))
-    print("greedy:", ids)
+    print("greedy:", ids[:n_prompt], "->", ids[n_prompt:])
+    if tok is not None:  # the same ids as text, special tokens shown
+        # a model's vocab_size is often padded beyond its tokenizer (Qwen2.5: 151936 rows, 151665 tokens)
+        unknown = sorted({i for i in ids if i not in tok.id_to_token})
+        text = lambda part: tok.decode([i for i in part if i in tok.id_to_token])  # noqa: E731
+        print(f"text: {text(ids[:n_prompt])!r} -> {text(ids[n_prompt:])!r}"
+              + (f" (ids without a token in tokenizer.json left out: {unknown})" if unknown else ""))
+    else:
+        print(f"(no {tok_path}: token ids only)")
 
 
 if __name__ == "__main__":
-    main()
+    from cli import run
+    run(main)

@@ -4,6 +4,9 @@ baseline: K draws per step, their embedding mixture fed on) and `lbr` (Local Bra
 grow -> route -> commit/prune/shift), batched over prompts of different lengths, with
 a KV cache. Each returns the committed tokens plus a typed record of everything that was
 sampled, which is what likelihood.py needs to recompute log P(τ) under new parameters.
+Every decoder takes a set of stop ids (one EOS id, or the several a chat model may end a turn
+with): a row ends at the first one it commits, and in LBR a sampled node whose token is any of
+them gets no children.
 
 The KV cache of an LBR batch has three regions, per row:
     [ tree: one slot per TreeShape slot | scratch: 1 | trunk: prompt + committed tokens ]
@@ -17,20 +20,25 @@ new nodes per committed token. Other shapes need one forward per level they regr
 
 Run `python decode.py` for a readable trace of LBR on a tiny random model (per step: the
 tree with each node's token and log q, the router's probabilities, the committed token).
-`python decode.py --widths 3,1,1 --sampler distinct --steps 4` varies it.
+`python decode.py --widths 3,1,1 --sampler distinct --steps 4` varies it (the command's code is
+trace_view.main: it reads checkpoints and tasks, which decoding does not need).
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
 
-from model import ModelConfig, Transformer, autocast
-from router import Router, RouterConfig, RouterInput
-from tree import LocalTree, TreeShape, check_sampler, parse_widths, sample_categorical
+from cli import check_float, check_int, run
+from model import Transformer, autocast
+from router import Router, RouterInput
+from tree import SAMPLERS, LocalTree, TreeShape, check_sampler, parse_widths, sample_categorical
+
+MAX_TREE_NODES = 1024  # nodes of a full local tree (root included) LBR accepts: (4, 2) has 13, (8, 8, 8) 585;
+# each is forwarded once per step, and TreeShape keeps (nodes x nodes) tables
 
 
 @dataclass
@@ -53,8 +61,8 @@ class SoftConfig:
 
     def __post_init__(self) -> None:
         _check_common(self.temperature, self.max_new_tokens)
-        if self.k < 1:
-            raise ValueError(f"k={self.k}: the soft baseline draws k >= 1 tokens per step")
+        check_int("k", self.k, 1, "tokens drawn per soft step")
+        check_int("discrete_after", self.discrete_after, -1, "a token id, or -1 for never")
         if self.weighting not in ("prob", "mean"):
             raise ValueError(f"weighting={self.weighting!r}: choose 'prob' or 'mean'")
 
@@ -71,16 +79,43 @@ class LBRConfig:
     def __post_init__(self) -> None:
         self.widths = parse_widths(self.widths)
         _check_common(self.temperature, self.max_new_tokens)
-        if self.router_temperature <= 0:
-            raise ValueError(f"router_temperature={self.router_temperature}: must be > 0 "
-                             "(use greedy_router for an argmax router)")
+        check_float("router_temperature", self.router_temperature, hint="use greedy_router for an argmax router")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler {self.sampler!r}: choose one of {SAMPLERS}")
+        nodes, level = 1, 1
+        for w in self.widths:  # a full tree: 1 + w1 + w1 w2 + ...
+            level *= w
+            nodes += level
+            if nodes > MAX_TREE_NODES:
+                raise ValueError(f"widths {self.widths}: a full tree has over {MAX_TREE_NODES} nodes, each forwarded "
+                                 "at every step; use smaller widths such as 4,2 or 8,1,1")
 
 
 def _check_common(temperature: float, max_new_tokens: int) -> None:
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature}: must be > 0 (use greedy decoding for T -> 0)")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
+    check_float("temperature", temperature, hint="use greedy decoding for T -> 0")
+    check_int("max_new_tokens", max_new_tokens, 1)
+
+
+StopIds = int | Iterable[int]  # the ids that end a rollout: one EOS id, or several (a model may end a turn with any)
+
+
+def stop_tuple(stop_ids: StopIds) -> tuple[int, ...]:
+    """The stop ids as a tuple of ints: an int is a one-element tuple; () never stops (the rollout
+    runs to max_new_tokens). Raises ValueError for anything that is not an int or ints.
+
+    A real checkpoint can end a turn with any of several ids (Qwen2.5-Instruct: `<|im_end|>` and
+    `<|endoftext|>`; `eos_token_id` of generation_config.json may be a list): every decoder treats
+    each of them as EOS, one mechanism for one id or many."""
+    ids = (stop_ids,) if isinstance(stop_ids, int) else stop_ids
+    ids = tuple(ids) if isinstance(ids, (tuple, list, set, frozenset, range)) else (ids,)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValueError(f"stop ids must be token ids (ints), got {stop_ids!r}")
+    return ids
+
+
+def is_stop(tok: Tensor, stop_ids: tuple[int, ...]) -> Tensor:
+    """Bool tensor of tok's shape: the token is one of the stop ids."""
+    return torch.isin(tok, torch.tensor(stop_ids, dtype=tok.dtype, device=tok.device))
 
 
 @dataclass
@@ -127,12 +162,12 @@ class TreeTrajectory:
     """A batch of LBR rollouts: every node ever born and every router decision.
 
     Nodes are indexed per row: the prompt tokens first (a chain), then the nodes in birth
-    order. Together they form the union tree of DESIGN §1 (the trunk of committed tokens with
+    order. Together they form the union tree of docs/DESIGN.md §3.4 (the trunk of committed tokens with
     every pruned subtree hanging off it); likelihood.py derives everything else (each step's
     root, candidates and subtrees) from `parent` and `birth_step`.
     """
     cfg: LBRConfig  # how it was sampled (widths, sampler, temperatures); the replay uses the same
-    eos_id: int
+    stop_ids: tuple[int, ...]  # the ids that ended a branch (a sampled one has no children) and the rollout
     prompt_len: Tensor  # (B,)
     tokens: Tensor  # (B, M) token of every node
     parent: Tensor  # (B, M) index of the parent node; -1 for the first prompt token and padding
@@ -194,9 +229,11 @@ def _prefill(model: Transformer, prompts: list[list[int]], reserve: int, max_new
 
 
 @torch.no_grad()
-def decode_cot(model: Transformer, prompts: list[list[int]], cfg: CotConfig, eos_id: int,
+def decode_cot(model: Transformer, prompts: list[list[int]], cfg: CotConfig, stop_ids: StopIds,
                generator: torch.Generator) -> SequenceTrajectory:
-    """Token-by-token sampling with a KV cache (the trunk is the whole cache)."""
+    """Token-by-token sampling with a KV cache (the trunk is the whole cache). A row ends at its
+    first stop id (committed, as EOS) or after cfg.max_new_tokens tokens."""
+    stop_ids = stop_tuple(stop_ids)
     with autocast(model.embed_tokens.weight.device):
         T = cfg.max_new_tokens
         cache, prompt, plen, logits, _ = _prefill(model, prompts, 0, T, 0)
@@ -212,7 +249,7 @@ def decode_cot(model: Transformer, prompts: list[list[int]], cfg: CotConfig, eos
             out[:, t] = torch.where(active, tok, 0)
             out_logp[:, t] = torch.where(active, logp.gather(1, tok[:, None]).squeeze(1), 0.0)
             n_gen += active
-            active &= (tok != eos_id) & (n_gen < T)
+            active &= ~is_stop(tok, stop_ids) & (n_gen < T)
             if not active.any():
                 break
             # forward the new token at its position (= its slot); finished rows write past their end
@@ -226,12 +263,14 @@ def decode_cot(model: Transformer, prompts: list[list[int]], cfg: CotConfig, eos
 
 
 @torch.no_grad()
-def decode_soft(model: Transformer, prompts: list[list[int]], cfg: SoftConfig, eos_id: int,
+def decode_soft(model: Transformer, prompts: list[list[int]], cfg: SoftConfig, stop_ids: StopIds,
                 generator: torch.Generator) -> SoftTrajectory:
-    """The soft-token baseline (Multiplex-style, DESIGN §2): at each step draw K tokens iid from
+    """The soft-token baseline (Multiplex-style, docs/DESIGN.md §5.2): at each step draw K tokens iid from
     p_θ, commit slot 0, and feed the mixture Σ_k w_k E[token_k] as the next input, with
     w_k ∝ p(token_k) ('prob') or 1/K ('mean'). log P of a step = Σ_k log p(token_k). After the
-    row commits `discrete_after`, steps draw one token (plain `cot`)."""
+    row commits `discrete_after`, steps draw one token (plain `cot`). A row ends when its committed
+    token (slot 0) is a stop id, or after cfg.max_new_tokens tokens."""
+    stop_ids = stop_tuple(stop_ids)
     E = model.embed_tokens.weight
     with autocast(E.device):
         T, K = cfg.max_new_tokens, cfg.k
@@ -257,7 +296,7 @@ def decode_soft(model: Transformer, prompts: list[list[int]], cfg: SoftConfig, e
             rec_logp[:, t] = torch.where(act, lp, 0.0)
             n_gen += running
             soft &= tok[:, 0] != cfg.discrete_after
-            running &= (tok[:, 0] != eos_id) & (n_gen < T)
+            running &= ~is_stop(tok[:, 0], stop_ids) & (n_gen < T)
             if not running.any():
                 break
             x = (w[..., None] * E[tok].float()).sum(1, keepdim=True).to(E.dtype)  # (B, 1, C) the mixture
@@ -273,9 +312,12 @@ def decode_soft(model: Transformer, prompts: list[list[int]], cfg: SoftConfig, e
 
 
 @torch.no_grad()
-def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg: LBRConfig, eos_id: int,
+def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg: LBRConfig, stop_ids: StopIds,
                generator: torch.Generator) -> TreeTrajectory:
-    """LBR decoding: at every step grow the local tree, route, commit, prune and shift."""
+    """LBR decoding: at every step grow the local tree, route, commit, prune and shift. A sampled
+    node whose token is a stop id gets no children; a row ends when it commits one, or after
+    cfg.max_new_tokens tokens."""
+    stop_ids = stop_tuple(stop_ids)
     device = model.embed_tokens.weight.device
     check_sampler(cfg.sampler, cfg.widths, model.cfg.vocab_size)
     if getattr(router, "max_depth", len(cfg.widths)) < len(cfg.widths):
@@ -304,6 +346,7 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
         completion = torch.zeros(B, T, dtype=torch.long, device=device)
 
         tree = LocalTree.start(shape, prompt[rows, plen - 1], h, plen - 1)
+        stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
 
         def next_logp(hidden: Tensor) -> Tensor:
             """log p_θ(· | node) at temperature T from the node's hidden state: (..., C) -> (..., V)."""
@@ -318,7 +361,10 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
         for t in range(T):
             # grow: wave by wave, sample every missing child whose parent is forwarded, then forward them
             while True:
-                need = tree.missing(active, eos_id)  # (B, N)
+                need = tree.missing(active, stops)  # (B, N)
+                # the root is a committed token, so it always has children, even when it is EOS (a
+                # prompt may end with one; `cot` samples there too): only a *sampled* EOS ends a branch
+                need[:, cand] |= active[:, None] & ~tree.alive[:, cand]
                 cols = need.any(0).nonzero().squeeze(1)  # slots some row needs: (n,)
                 if len(cols) == 0:
                     break
@@ -356,116 +402,53 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
             choice_rec[:, t] = torch.where(active, choice, 0)
             router_logp[:, t] = torch.where(active[:, None], logpi, 0.0)
             completion[:, t] = torch.where(active, tok, 0)
-            dst = torch.where(active, trunk0 + length, scratch)
-            cache.kv[:, :, rows, :, dst] = cache.kv[:, :, rows, :, chosen]
+            cache.copy_slot(chosen, torch.where(active, trunk0 + length, scratch))
             length += active
             n_gen += active
-            active &= (tok != eos_id) & (n_gen < T)
+            active &= ~is_stop(tok, stop_ids) & (n_gen < T)
             if not active.any():
                 break
             # prune + shift: the chosen subtree becomes the tree; move the cache's tree region alike
-            src = tree.commit(choice).clamp(min=0)  # (B, N)
-            kv = cache.kv[:, :, :, :, :N]
-            cache.kv[:, :, :, :, :N] = kv.gather(4, src[None, None, :, None, :, None].expand_as(kv))
+            cache.gather_slots(tree.commit(choice).clamp(min=0))  # (B, N) source slot of each slot
 
         M, S = int(n_nodes.max()), int(n_gen.max())
-        return TreeTrajectory(cfg=cfg, eos_id=eos_id, prompt_len=plen, tokens=tokens[:, :M], parent=parent[:, :M],
+        return TreeTrajectory(cfg=cfg, stop_ids=stop_ids, prompt_len=plen, tokens=tokens[:, :M], parent=parent[:, :M],
                               birth_step=birth_step[:, :M], logq=logq[:, :M], n_nodes=n_nodes,
                               choice=choice_rec[:, :S], router_logp=router_logp[:, :S], completion=completion[:, :S],
                               length=n_gen)
 
 
 def generate(model: Transformer, router: Router | None, prompts: list[list[int]], cfg: DecodeConfig,
-             eos_id: int, generator: torch.Generator) -> Trajectory:
-    """The decoding loop the config asks for (one entry point for every method)."""
+             stop_ids: StopIds, generator: torch.Generator) -> Trajectory:
+    """The decoding loop the config asks for (one entry point for every method); a row ends at
+    its first committed stop id (see stop_tuple) or after cfg.max_new_tokens tokens."""
     if isinstance(cfg, LBRConfig):
         if router is None:
             raise ValueError("LBR decoding needs a router")
-        return decode_lbr(model, router, prompts, cfg, eos_id, generator)
+        return decode_lbr(model, router, prompts, cfg, stop_ids, generator)
     if isinstance(cfg, SoftConfig):
-        return decode_soft(model, prompts, cfg, eos_id, generator)
-    return decode_cot(model, prompts, cfg, eos_id, generator)
+        return decode_soft(model, prompts, cfg, stop_ids, generator)
+    return decode_cot(model, prompts, cfg, stop_ids, generator)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Trace LBR (or cot) decoding step by step.")
-    ap.add_argument("--widths", default="3,2", help="tree widths, e.g. 4,2 or 3,1,1")
-    ap.add_argument("--sampler", default="iid", choices=["iid", "distinct"])
-    ap.add_argument("--steps", type=int, default=3, help="tokens to commit (tiny random model)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cot", action="store_true", help="trace plain token-by-token sampling instead")
-    ap.add_argument("--trace", help="write the trace as a self-contained HTML page to this file")
-    g = ap.add_argument_group("a task example and a trained model instead of the tiny random one")
-    g.add_argument("--task", choices=["planning", "math"], help="trace one evaluation example of this task")
-    g.add_argument("--base", help="pre-trained base model checkpoint (sft.py)")
-    g.add_argument("--run", help="an RL run directory (rlvr.py --out): its trained model, router and decoding config")
-    g.add_argument("--rollouts", help="draw a saved rollout instead (RUN_DIR/rollouts.pt: the latest RL step's); "
-                   "--task names the vocabulary")
-    g.add_argument("--row", type=int, default=0, help="which saved rollout to draw")
-    args = ap.parse_args()
-    from trace_view import render_html, render_text, steps_of  # local: trace_view imports this module
-    g_ = torch.Generator().manual_seed(args.seed)
-    if args.rollouts:
-        from tasks import get_task
-        saved = torch.load(args.rollouts, map_location="cpu", weights_only=False)
-        traj = saved["trajectory"]
-        if not 0 <= args.row < len(traj.length):
-            raise ValueError(f"--row {args.row}: the file holds rollouts 0..{len(traj.length) - 1}")
-        itos = get_task(args.task).tokenizer.itos.__getitem__ if args.task else str
-        prompt_tokens, steps = steps_of(traj, args.row)
-        print(render_text(prompt_tokens, steps, itos))
-        print(f"reward {float(saved['rewards'][args.row]):.0f} (RL step {saved['step']})")
-        if args.trace:
-            with open(args.trace, "w", encoding="utf-8") as f:
-                f.write(render_html(prompt_tokens, steps, itos, f"{args.rollouts}, rollout {args.row} "
-                                    f"(RL step {saved['step']}, reward {float(saved['rewards'][args.row]):.0f})"))
-            print(f"wrote {args.trace}")
-        return
-    if args.task:
-        import random
+GreedyDecoder = Callable[[Transformer, list[list[int]], StopIds, int], list[list[int]]]  # what tasks' health takes
 
-        from sft import load_sft_model
-        from tasks import get_task
-        if not args.base:
-            raise ValueError("--task needs --base CHECKPOINT (and optionally --run RUN_DIR)")
-        task = get_task(args.task)
-        model, itos, eos = load_sft_model(args.base), task.tokenizer.itos.__getitem__, task.eos_id
-        example = task.sample(random.Random(args.seed), "eval")
-        prompt, T = example.prompt, task.max_answer_len
-        cfg = CotConfig(max_new_tokens=T) if args.cot else LBRConfig(widths=args.widths, sampler=args.sampler,
-                                                                     max_new_tokens=T)
-        router = Router(RouterConfig(), model.cfg.n_embd, len(parse_widths(args.widths)))
-        if args.run:
-            ckpt = torch.load(f"{args.run}/rl.pt", map_location="cpu", weights_only=False)
-            model.load_state_dict(ckpt["model"])
-            if ckpt["decoding_kind"] == "LBRConfig" and not args.cot:
-                cfg = LBRConfig(**ckpt["decoding"])
-                router = Router(RouterConfig(**ckpt["router_config"]), model.cfg.n_embd, len(cfg.widths))
-                router.load_state_dict(ckpt["router"])
-        title = f"{args.task} example (seed {args.seed}); answer: {task.tokenizer.decode(example.answer)}"
-    else:
-        letters = "abcdefghijk"
-        eos = len(letters)
-        itos = lambda t: "<eos>" if t == eos else letters[t]  # noqa: E731
-        torch.manual_seed(args.seed)  # weight init only; sampling uses the explicit generator
-        model = Transformer(ModelConfig(vocab_size=eos + 1, n_layer=2, n_head=2, n_kv_head=1, n_embd=32,
-                                        intermediate_size=64, max_seq_len=64)).eval()
-        router = Router(RouterConfig(), model.cfg.n_embd, len(parse_widths(args.widths)))
-        torch.nn.init.normal_(router.mlp_out.weight, std=0.5)  # a non-uniform router, to make the trace interesting
-        prompt = [0, 1, 2]
-        cfg = CotConfig(max_new_tokens=args.steps) if args.cot else LBRConfig(
-            widths=args.widths, sampler=args.sampler, max_new_tokens=args.steps)
-        title = "tiny random model"
-    traj = generate(model, router, [prompt], cfg, eos, g_)
-    prompt_tokens, steps = steps_of(traj, 0)
-    print(render_text(prompt_tokens, steps, itos))
-    print(f"log P(τ) = {float(traj.recorded_logprob()[0]):.3f}: {int(traj.forward_tokens()[0])} forward tokens "
-          f"for {int(traj.length[0])} committed tokens")
-    if args.trace:
-        with open(args.trace, "w", encoding="utf-8") as f:
-            f.write(render_html(prompt_tokens, steps, itos, title))
-        print(f"wrote {args.trace}")
+
+def greedy_completions(model: Transformer, prompts: list[list[int]], stop_ids: StopIds,
+                       max_new_tokens: int) -> list[list[int]]:
+    """Greedy (argmax) `cot` completion of every prompt: its committed tokens, the stop id included
+    when one was committed. A GreedyDecoder: the tasks' health checks receive it from their caller
+    (sft.py, the experiments) rather than importing a decoder, so a task stays data and a verifier."""
+    g = torch.Generator(model.embed_tokens.weight.device).manual_seed(0)  # argmax draws nothing from it
+    traj = decode_cot(model, prompts, CotConfig(greedy=True, max_new_tokens=max_new_tokens), stop_ids, g)
+    return [c[:m] for c, m in zip(traj.completion.tolist(), traj.length.tolist())]
 
 
 if __name__ == "__main__":
-    main()
+    # `python decode.py [--trace FILE]` is the documented command for the step-by-step trace, whose
+    # code lives with the viewer (trace_view.main): it reads checkpoints and tasks, which sit above
+    # decoding in the import graph, so decode.py cannot import it at its top. Imported here, only
+    # when run as a script, trace_view (and the `decode` module it imports) load as ordinary modules.
+    from trace_view import main
+
+    run(main)

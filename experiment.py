@@ -21,7 +21,11 @@ import torch
 def run_seeds(run_seed: Callable[..., dict], seeds: list[int], sizes, out_root: str, json_path: str,
               jobs: int = 0, report_only: bool = False) -> tuple[list[dict], float]:
     """(per-seed results, wall seconds): `run_seed(seed, sizes, out_root)` for every seed in parallel
-    processes, saved to `json_path`; with `report_only`, read back from `json_path` instead."""
+    processes, saved to `json_path`; with `report_only`, read back from `json_path` instead.
+    Raises ValueError for a seed given twice (two processes would write the same run directories)."""
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed would run "
+                         "two processes into the same directories)")
     if report_only:
         with open(json_path) as f:
             saved = json.load(f)

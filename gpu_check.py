@@ -5,8 +5,9 @@ A quick check of the whole path on a GPU (under 5 minutes): run it on any machin
     python gpu_check.py --device cpu    # the same checks on the CPU (what CI runs, smaller)
 
 Checks, each printed with PASS/FAIL and its numbers:
-1. forward parity: a random Qwen2-shaped model gives the same logits on the device as on the CPU
-   (fp32, TF32 off), and close ones under the bf16 autocast the decoders use;
+1. forward parity: random Qwen2-, Qwen3- (q/k norm, own head_dim) and Llama-3-shaped (RoPE
+   scaling) models give the same logits on the device as on the CPU (fp32, TF32 off), and close
+   ones under the bf16 autocast the decoders use;
 2. LBR decoding on the device, and the one-forward replay of its trajectories (fp32) agreeing
    with the log P(τ) the (bf16) decoder recorded;
 3. RL steps on the device (GRPO on LBR rollouts, model and router jointly), with the peak
@@ -17,13 +18,13 @@ Exit status 1 if a check fails.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 
 import torch
 
+from cli import ArgumentParser, check_device, run
 from decode import CotConfig, LBRConfig, generate
 from likelihood import factors
 from model import ModelConfig, Transformer, pick_device
@@ -44,35 +45,47 @@ def sync(device: torch.device) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Check the LBR path on a GPU.")
+    ap = ArgumentParser(description="Check the LBR path on a GPU.")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (CPU smoke test)")
     args = ap.parse_args()
-    device = pick_device(args.device) if args.device != "cuda" or torch.cuda.is_available() else None
-    if device is None:
-        sys.exit("no CUDA device here; run with --device cpu for the CPU version")
+    check_device(args.device)  # e.g. "--device cuda: no CUDA device here; use --device cpu (or auto)"
+    device = pick_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     failures: list[str] = []
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"torch {torch.__version__}")
 
-    # 1. forward parity
+    # 1. forward parity, for each architecture the loader maps checkpoints to
+    archs = {  # Qwen2 (q/k/v biases), Qwen3 (per-head q/k RMSNorm, head_dim 64 != 256 / 8), Llama 3.1+ (RoPE
+        # scaling; positions up to 95 > the original context of 32, so all three frequency bands are used)
+        "qwen2": ModelConfig(vocab_size=1000, n_layer=4, n_head=8, n_kv_head=2, n_embd=256, intermediate_size=704,
+                             max_seq_len=1024, qkv_bias=True, tie_embeddings=True),
+        "qwen3": ModelConfig(vocab_size=1000, n_layer=4, n_head=8, n_kv_head=2, n_embd=256, intermediate_size=704,
+                             max_seq_len=1024, head_dim=64, qk_norm=True, rope_theta=1e6, tie_embeddings=True),
+        "llama3": ModelConfig(vocab_size=1000, n_layer=4, n_head=8, n_kv_head=2, n_embd=256, intermediate_size=704,
+                              max_seq_len=1024, rope_theta=5e5, rope_type="llama3", rope_factor=8.0,
+                              rope_original_max_len=32, tie_embeddings=False),
+    }
+    ids = torch.randint(0, 1000, (4, 96), generator=torch.Generator().manual_seed(1))
+    for name, cfg in archs.items():
+        torch.manual_seed(0)
+        cpu_model = Transformer(cfg).eval()
+        with torch.no_grad():
+            ref = cpu_model(ids)[0]
+            model = Transformer(cfg).to(device).eval()
+            model.load_state_dict(cpu_model.state_dict())
+            got = model(ids.to(device))[0].cpu()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                got_bf16 = model(ids.to(device))[0].float().cpu()
+        d32, d16 = (got - ref).abs().max().item(), (got_bf16 - ref).abs().max().item()
+        check(f"{name} forward fp32 = CPU", d32 < 1e-3, f"max |Δlogit| {d32:.2e} (logit scale {ref.abs().max():.1f})",
+              failures)
+        check(f"{name} forward bf16 ≈ CPU", d16 < 0.1 * ref.abs().max().item(), f"max |Δlogit| {d16:.2e}", failures)
+    cfg = archs["qwen2"]  # the timing of check 4 runs on this one
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=1000, n_layer=4, n_head=8, n_kv_head=2, n_embd=256, intermediate_size=704,
-                      max_seq_len=1024, qkv_bias=True, tie_embeddings=True)
-    cpu_model = Transformer(cfg).eval()
-    ids = torch.randint(0, cfg.vocab_size, (4, 96), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = cpu_model(ids)[0]
-        model = Transformer(cfg).to(device).eval()
-        model.load_state_dict(cpu_model.state_dict())
-        got = model(ids.to(device))[0].cpu()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            got_bf16 = model(ids.to(device))[0].float().cpu()
-    d32, d16 = (got - ref).abs().max().item(), (got_bf16 - ref).abs().max().item()
-    check("forward fp32 = CPU", d32 < 1e-3, f"max |Δlogit| {d32:.2e} (logit scale {ref.abs().max():.1f})", failures)
-    check("forward bf16 ≈ CPU", d16 < 0.1 * ref.abs().max().item(), f"max |Δlogit| {d16:.2e}", failures)
+    model = Transformer(cfg).to(device).eval()
 
     # 2. LBR decoding and replay
     task = get_task("planning")
@@ -83,7 +96,7 @@ def main() -> None:
     traj = generate(tiny, router, prompts, LBRConfig(widths=(4, 2), max_new_tokens=16), task.eos_id,
                     torch.Generator(device).manual_seed(0))
     with torch.no_grad():
-        replay = factors(tiny, router, traj).total()
+        replay = factors(tiny, router, traj).total
     dlp = (replay - traj.recorded_logprob()).abs().max().item()
     tol = 1e-4 if device.type == "cpu" else 0.5  # the decoder runs bf16 matmuls on CUDA, the replay fp32
     check("LBR replay = recorded log P", dlp < tol, f"max |Δ log P(τ)| {dlp:.2e} over {len(prompts)} rollouts", failures)
@@ -128,4 +141,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

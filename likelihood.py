@@ -4,7 +4,7 @@ Log-probabilities of recorded trajectories under the *current* parameters, with 
 `cot` (a plain sequence):
     log P(y) = Σ_t log p_θ(y_t | x, y_<t)
 
-`soft` (K draws per step, their embedding mixture fed on; DESIGN §2):
+`soft` (K draws per step, their embedding mixture fed on; docs/DESIGN.md §5.2):
     log P = Σ_t Σ_k log p_θ(y_{t,k} | x, soft inputs < t)
 The inputs are rebuilt from the recorded draws and mixing weights, so the replay is one causal
 forward. With 'mean' weighting the weights are constants and the replay is exact for any θ. With
@@ -12,7 +12,7 @@ forward. With 'mean' weighting the weights are constants and the replay is exact
 sampled (every on-policy step), and the gradient treats the weights as part of the input rather
 than differentiating through them (which would need T sequential forwards).
 
-`lbr` (a tree trajectory τ, DESIGN §1):
+`lbr` (a tree trajectory τ, docs/DESIGN.md §3.1; the one-forward replay is §3.4):
     log P(τ) = Σ_{nodes n born in τ} log q(n) + Σ_{steps t} log π_φ(i_t | tree_t)
 
 The replay of a tree trajectory is one forward pass over the union tree (the prompt chain, the
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from decode import LBRConfig, SequenceTrajectory, SoftTrajectory, Trajectory, TreeTrajectory, decode_lbr
+from decode import LBRConfig, SequenceTrajectory, SoftTrajectory, Trajectory, TreeTrajectory, decode_lbr, is_stop
 from model import ModelConfig, Transformer
 from router import Router, RouterConfig, RouterInput
 from tree import TreeShape, ancestor_mask, birth_logq, children_table, subtree_members
@@ -42,21 +42,43 @@ from tree import TreeShape, ancestor_mask, birth_logq, children_table, subtree_m
 
 @dataclass
 class Factors:
-    """log P(τ) as a flat list of factors per rollout (what RL needs: totals, PPO ratios, KL)."""
-    logp: Tensor  # (B, F) log-probability of each sampled factor; 0 where `mask` is False
-    mask: Tensor  # (B, F) bool: the entry is a factor of this rollout
-    of_model: Tensor  # (B, F) bool: a factor of p_θ (a token / a node birth); else a router choice
+    """The factors of log P(τ) for a batch of rollouts of any method, under the current parameters:
 
+        log P(τ) = Σ model factors + Σ router factors
+
+    A model factor is log p_θ of a sampled token (`cot`, each draw of `soft`) or log q(n) of a node
+    born (`lbr`); a router factor is log π_φ(i_t | tree_t) of a step (`lbr` only). RL reads them as
+    one flat list per rollout (`logp`, `mask`, `of_model`: PPO ratios and KL per factor)."""
+    model_logp: Tensor  # (B, F) model factors: cot (B, T) tokens, soft (B, T*K) draws, lbr (B, M) nodes; 0 where masked
+    model_mask: Tensor  # (B, F) bool: the entry is a factor (a committed token, a draw that happened, a node born)
+    router_logpi: Tensor  # (B, S) log π_φ(i_t | tree_t) of every step taken, 0 past the end; (B, 0) without a router
+    router_mask: Tensor  # (B, S) bool: step t was taken
+
+    @staticmethod
+    def without_router(logp: Tensor, mask: Tensor) -> "Factors":
+        """The factors of a method without a router (`cot`, `soft`): logp, mask (B, F)."""
+        no_router = logp.new_zeros(logp.shape[0], 0)
+        return Factors(logp, mask, no_router, no_router.bool())
+
+    @property
     def total(self) -> Tensor:
-        return self.logp.sum(1)
+        """(B,) log P(τ)."""
+        return self.model_logp.sum(1) + self.router_logpi.sum(1)
 
+    @property
+    def logp(self) -> Tensor:
+        """(B, F + S) every factor, model factors first; 0 where `mask` is False."""
+        return torch.cat([self.model_logp, self.router_logpi], 1)
 
-@dataclass
-class TreeLogProb:
-    """The factors of log P(τ) for a batch of trajectories."""
-    node_logq: Tensor  # (B, M) log q(n) for every node born; 0 for prompt tokens and padding
-    router_logpi: Tensor  # (B, S) log π_φ(i_t | tree_t) for every step taken; 0 past the end
-    total: Tensor  # (B,) log P(τ) = Σ node_logq + Σ router_logpi
+    @property
+    def mask(self) -> Tensor:
+        """(B, F + S) bool: the entry of `logp` is a factor of this rollout."""
+        return torch.cat([self.model_mask, self.router_mask], 1)
+
+    @property
+    def of_model(self) -> Tensor:
+        """(B, F + S) bool: the entry of `logp` is a factor of p_θ (else a router choice)."""
+        return torch.cat([torch.ones_like(self.model_mask), torch.zeros_like(self.router_mask)], 1)
 
 
 def sequence_logprob(model: Transformer, traj: SequenceTrajectory) -> Tensor:
@@ -92,40 +114,122 @@ def soft_logprob(model: Transformer, traj: SoftTrajectory) -> Tensor:
     return torch.where(traj.active, logp.gather(2, traj.tokens), 0.0)
 
 
-def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> TreeLogProb:
-    """Replay a batch of LBR trajectories with one forward pass over each union tree."""
+def _refuse(checks: list[tuple[str, Tensor]]) -> None:
+    """ValueError naming the first broken invariant; each check is (what, (B,) bool: row breaks it).
+    One device sync for all of them."""
+    broken = torch.stack([rows for _, rows in checks]).any(1).tolist()
+    for (what, rows), bad in zip(checks, broken):
+        if bad:
+            raise ValueError(f"not a record any LBR decoder could produce (row {int(rows.nonzero()[0, 0])}): {what}")
+
+
+def check_tree_record(traj: TreeTrajectory, vocab_size: int) -> None:
+    """ValueError unless the record has the structure decode_lbr gives every trajectory (cheap,
+    vectorised; tree_logprob calls it, then checks the trunk once it has rebuilt it):
+    the prompt is a chain of unborn nodes; every other node has a parent recorded before it, and
+    nodes are recorded in birth order at steps 0..length-1; a sampled EOS (any of the record's
+    stop ids) has no children (the last prompt token may be EOS: the root always branches); no
+    node has more than w1 children, nor (distinct sampler) two children with the same token; EOS
+    is committed at the last step only; padding past n_nodes was never born. Parent pointers that only point backwards also
+    rule out cycles, which the ancestor walk of `ancestor_mask` would never leave."""
+    B, M = traj.tokens.shape
+    S, K = traj.choice.shape[1], traj.cfg.widths[0]
+    shapes = {"parent": (traj.parent.shape, (B, M)), "birth_step": (traj.birth_step.shape, (B, M)),
+              "logq": (traj.logq.shape, (B, M)), "completion": (traj.completion.shape, (B, S)),
+              "router_logp": (traj.router_logp.shape, (B, S, K)), "prompt_len": (traj.prompt_len.shape, (B,)),
+              "n_nodes": (traj.n_nodes.shape, (B,)), "length": (traj.length.shape, (B,))}
+    for name, (got, want) in shapes.items():
+        if tuple(got) != want:
+            raise ValueError(f"a TreeTrajectory with tokens of shape {(B, M)} and choice of shape {(B, S)} needs "
+                             f"{name} of shape {want}, got {tuple(got)}")
+    device = traj.tokens.device
+    idx, t = torch.arange(M, device=device), torch.arange(S, device=device)
+    plen, length = traj.prompt_len[:, None], traj.length[:, None]
+    real = idx < traj.n_nodes[:, None]
+    born = real & (idx >= plen)
+    par, birth, tok = traj.parent, traj.birth_step, traj.tokens
+    n_kids = torch.zeros(B, M + 1, dtype=torch.long, device=device).scatter_add_(
+        1, torch.where(born, par.clamp(0, M - 1), M), torch.ones_like(par))[:, :M]  # (B, M) children per node
+    prev_birth = torch.cat([torch.full_like(birth[:, :1], -1), birth[:, :-1]], 1)
+    taken = t < length
+    _refuse([
+        (f"prompt_len must lie in 1..n_nodes <= {M}", (traj.prompt_len < 1) | (traj.prompt_len > traj.n_nodes)
+         | (traj.n_nodes > M)),
+        (f"length must lie in 1..{S}", (traj.length < 1) | (traj.length > S)),
+        (f"token ids must lie in [0, {vocab_size})", (real & ((tok < 0) | (tok >= vocab_size))).any(1)),
+        ("the prompt must be a chain (parent = the previous token) of unborn nodes (birth_step -1)",
+         (real & ~born & ((par != idx - 1) | (birth != -1))).any(1)),
+        ("every node after the prompt needs a parent recorded before it", (born & ((par < 0) | (par >= idx))).any(1)),
+        ("nodes must be recorded in birth order, born at steps 0..length-1",
+         (born & ((birth < prev_birth) | (birth < 0) | (birth >= length))).any(1)),
+        ("padding past n_nodes must have birth_step -1", (~real & (birth != -1)).any(1)),
+        ("a sampled EOS node has children", (born & is_stop(tok, traj.stop_ids) & (n_kids > 0)).any(1)),
+        (f"a node has more than w1 = {K} children", (n_kids > K).any(1)),
+        (f"router choices must lie in 0..{K - 1}", (taken & ((traj.choice < 0) | (traj.choice >= K))).any(1)),
+        ("EOS committed before the last step", (taken & (t < length - 1) & is_stop(traj.completion, traj.stop_ids)).any(1)),
+    ])
+    if traj.cfg.sampler == "distinct":  # (the sibling table needs the checks above)
+        kids = children_table(torch.where(born, par, -1), K)  # (B, M, K)
+        kid_tok = tok.gather(1, kids.clamp(min=0).flatten(1)).view(B, M, K)
+        both = (kids[..., :, None] >= 0) & (kids[..., None, :] >= 0) & ~torch.eye(K, dtype=torch.bool, device=device)
+        _refuse([("the distinct sampler gave two siblings the same token",
+                  (both & (kid_tok[..., :, None] == kid_tok[..., None, :])).flatten(1).any(1))])
+
+
+def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Factors:
+    """Replay a batch of LBR trajectories with one forward pass over each union tree: the model
+    factors are log q(n) of every node (B, M), in record order (0 for prompt tokens and padding),
+    the router factors log π_φ(i_t | tree_t) of every step (B, S).
+
+    Raises ValueError for a record that no decoder could produce (check_tree_record, and a trunk
+    that does not follow the router's choices to the committed tokens, or a node born outside
+    the local tree of its step), instead of scoring it."""
     cfg = traj.cfg
     B, M = traj.tokens.shape
     S, K = traj.choice.shape[1], cfg.widths[0]
     device = traj.tokens.device
+    check_tree_record(traj, model.cfg.vocab_size)
     node_idx = torch.arange(M, device=device)
     parent = torch.where(node_idx < traj.n_nodes[:, None], traj.parent, -1)  # padding: isolated nodes
+    anc, depth = ancestor_mask(parent)  # (B, M, M), (B, M)
+    children = children_table(parent, K)  # (B, M, K) children in birth order
+
+    # each step's root and candidates: the root of step 0 is the last prompt token, the root of
+    # step t+1 is the candidate committed at step t; the candidates are the root's children
+    rows = torch.arange(B, device=device)
+    root, roots, committed = traj.prompt_len - 1, [], []
+    for t in range(S):
+        roots.append(root)
+        root = children[rows, root.clamp(min=0), traj.choice[:, t].clamp(0, K - 1)]
+        committed.append(root)
+    roots, committed = torch.stack(roots, 1).clamp(min=0), torch.stack(committed, 1)  # (B, S)
+    taken = torch.arange(S, device=device) < traj.length[:, None]
+    born = traj.birth_step >= 0
+    birth_root = roots.gather(1, traj.birth_step.clamp(0, S - 1))  # (B, M) the root of each node's birth step
+    below = depth - depth.gather(1, birth_root)  # depth below that root
+    _refuse([("a router choice names a candidate that was never born", (taken & (committed < 0)).any(1)),
+             ("the completion is not the tokens the router choices commit",
+              (taken & (traj.tokens.gather(1, committed.clamp(min=0)) != traj.completion)).any(1)),
+             (f"a node was born outside the local tree (depth 1..{len(cfg.widths)} below its step's root)",
+              (born & ~(anc.gather(2, birth_root[..., None]).squeeze(2) & (below >= 1) & (below <= len(cfg.widths))))
+              .any(1))])
 
     # one forward over the union tree
-    anc, depth = ancestor_mask(parent)  # (B, M, M), (B, M)
     logits, hidden = model(traj.tokens, depth, anc)  # (B, M, V) fp32, (B, M, C)
     logp = (logits / cfg.temperature).log_softmax(-1)
     logp_flat = logp.reshape(B * M, -1)
     row0 = (torch.arange(B, device=device) * M)[:, None]  # flat index of node 0 of each row
 
     # Σ_n log q(n): each node's token and its siblings' tokens under the parent's distribution
-    children = children_table(parent, K)  # (B, M, K) children in birth order
     par = parent.clamp(min=0)
     sibs = children.gather(1, par[..., None].expand(-1, -1, K))  # (B, M, K) all children of my parent
     sib_before = (sibs >= 0) & (sibs < node_idx[:, None])  # born before me (index order = birth order)
     par_rows = (row0 + par)[..., None]  # (B, M, 1)
     lp = logp_flat[par_rows.squeeze(-1), traj.tokens]  # (B, M)
     sib_lp = logp_flat[par_rows, traj.tokens.gather(1, sibs.clamp(min=0).reshape(B, -1)).reshape(B, M, K)]
-    born = traj.birth_step >= 0
     node_logq = torch.where(born, birth_logq(lp, sib_lp, sib_before, cfg.sampler), 0.0)
 
-    # each step's root and candidates: the root of step 0 is the last prompt token, the root of
-    # step t+1 is the candidate committed at step t; the candidates are the root's children
-    root, roots = traj.prompt_len - 1, []
-    for t in range(S):
-        roots.append(root)
-        root = children[torch.arange(B, device=device), root.clamp(min=0), traj.choice[:, t]]
-    roots = torch.stack(roots, 1).clamp(min=0)  # (B, S)
+    # the router's view of each step: the candidates are the root's children (rebuilt above)
     cand = children.gather(1, roots[..., None].expand(-1, -1, K))  # (B, S, K)
     steps = torch.arange(S, device=device).expand(B, S)
     members = subtree_members(children, traj.birth_step, cand, steps, cfg.widths)  # (B, S, K, Ms)
@@ -142,35 +246,34 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Tr
         cand_emb=model.embed_tokens(cand_tok),
         cand_logp=logp_flat[(row0 + roots)[..., None], cand_tok])  # (B, S, K)
     logpi = (router(x).float() / cfg.router_temperature).log_softmax(-1)  # (B, S, K)
-    taken = steps < traj.length[:, None]
-    router_logpi = torch.where(taken, logpi.gather(2, traj.choice[..., None]).squeeze(2), 0.0)
-    return TreeLogProb(node_logq, router_logpi, node_logq.sum(1) + router_logpi.sum(1))
+    router_logpi = torch.where(taken, logpi.gather(2, traj.choice.clamp(0, K - 1)[..., None]).squeeze(2), 0.0)
+    return Factors(node_logq, born, router_logpi, taken)
 
 
 def factors(model: Transformer, router: Router | None, traj: Trajectory) -> Factors:
     """Every factor of log P(τ) under the current parameters, for either kind of trajectory."""
     if isinstance(traj, TreeTrajectory):
-        out = tree_logprob(model, router, traj)
-        born = traj.birth_step >= 0
-        taken = torch.arange(traj.choice.shape[1], device=born.device) < traj.length[:, None]
-        return Factors(torch.cat([out.node_logq, out.router_logpi], 1), torch.cat([born, taken], 1),
-                       torch.cat([torch.ones_like(born), torch.zeros_like(taken)], 1))
+        return tree_logprob(model, router, traj)
     if isinstance(traj, SoftTrajectory):
-        logp = soft_logprob(model, traj).flatten(1)
-        return Factors(logp, traj.active.flatten(1), torch.ones_like(traj.active.flatten(1)))
-    logp = sequence_logprob(model, traj)
-    mask = torch.arange(logp.shape[1], device=logp.device) < traj.length[:, None]
-    return Factors(logp, mask, torch.ones_like(mask))
+        logp, mask = soft_logprob(model, traj).flatten(1), traj.active.flatten(1)
+    else:
+        logp = sequence_logprob(model, traj)
+        mask = torch.arange(logp.shape[1], device=logp.device) < traj.length[:, None]
+    return Factors.without_router(logp, mask)
 
 
 def main() -> None:
+    from cli import ArgumentParser  # the command line's helper; the likelihood itself needs none
+    ArgumentParser(description="Decode two LBR rollouts on a tiny random model (fixed seeds) and print, per "
+                   "rollout, the log P(tau) recorded while decoding and the one replayed by tree_logprob: "
+                   "they agree when the replay rebuilds what the decoder saw.").parse_args()
     torch.manual_seed(0)  # weight init only
     model = Transformer(ModelConfig(vocab_size=8, n_layer=2, n_head=2, n_kv_head=1, n_embd=32,
                                     intermediate_size=64, max_seq_len=64)).eval()
     router = Router(RouterConfig(), 32, 2)
     torch.nn.init.normal_(router.mlp_out.weight, std=0.5)
     cfg = LBRConfig(widths=(3, 2), max_new_tokens=12)
-    traj = decode_lbr(model, router, [[1, 2, 3], [4, 5]], cfg, eos_id=7, generator=torch.Generator().manual_seed(0))
+    traj = decode_lbr(model, router, [[1, 2, 3], [4, 5]], cfg, stop_ids=7, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         replay = tree_logprob(model, router, traj)
     for b in range(2):
@@ -179,4 +282,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cli import run
+    run(main)

@@ -1,10 +1,11 @@
 """
 The language model p_θ: a decoder-only transformer written from scratch.
 
-Llama/Qwen2 family: RoPE positions, RMSNorm, SwiGLU MLP, grouped-query attention, optional
-q/k/v biases (Qwen2) and tied embeddings. The tiny GPT of the synthetic experiments is just a
-small config of the same code. Module names follow the Hugging Face layout so that a
-checkpoint's tensors map onto ours by name.
+Llama / Qwen2 / Qwen3 family: RoPE positions (optionally with Llama 3.1's frequency scaling),
+RMSNorm, SwiGLU MLP, grouped-query attention, optional q/k/v biases (Qwen2), optional per-head
+q/k RMSNorm with a head width of its own (Qwen3), tied embeddings. The tiny GPT of the synthetic
+experiments is just a small config of the same code. Module names follow the Hugging Face
+layout so that a checkpoint's tensors map onto ours by name.
 
 What LBR needs from a model, and why the forward looks the way it does:
 - explicit position ids, because a node of the local tree sits at position
@@ -45,18 +46,30 @@ class ModelConfig:
     qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them)
     tie_embeddings: bool = True  # the LM head reuses the token embedding matrix
     final_norm: bool = True  # RMSNorm before the LM head (Llama/Qwen2 have it; see `tiny` for why it may go)
+    head_dim: int | None = None  # width of one attention head; None: n_embd // n_head (Qwen3 sets its own)
+    qk_norm: bool = False  # RMSNorm over each query and key head before RoPE (Qwen3)
+    rope_type: str = "default"  # "default": plain RoPE; "llama3": Llama 3.1+ frequency scaling (the 4 fields below)
+    rope_factor: float = 1.0  # llama3: the long wavelengths are stretched by this factor
+    rope_low_freq_factor: float = 1.0  # llama3: wavelengths above rope_original_max_len / this are stretched fully
+    rope_high_freq_factor: float = 4.0  # llama3: wavelengths below rope_original_max_len / this are kept
+    rope_original_max_len: int = 8192  # llama3: the context length the model was pre-trained at
 
     def __post_init__(self) -> None:
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        if self.head_dim is None:
+            if self.n_embd % self.n_head != 0:
+                raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head} (or give head_dim)")
+            self.head_dim = self.n_embd // self.n_head
         if self.n_head % self.n_kv_head != 0:
             raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
-        if self.head_dim % 2 != 0:
-            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE; change n_embd or n_head")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        if self.head_dim <= 0 or self.head_dim % 2 != 0:
+            raise ValueError(f"head_dim={self.head_dim} must be even and positive for RoPE; "
+                             "change n_embd, n_head or head_dim")
+        if self.rope_type not in ("default", "llama3"):
+            raise ValueError(f"rope_type={self.rope_type!r}: choose 'default' or 'llama3'")
+        if self.rope_type == "llama3" and not (self.rope_factor >= 1 and 0 < self.rope_low_freq_factor
+                                                < self.rope_high_freq_factor and self.rope_original_max_len > 0):
+            raise ValueError("llama3 RoPE scaling needs rope_factor >= 1, 0 < rope_low_freq_factor < "
+                             "rope_high_freq_factor and rope_original_max_len > 0")
 
     @classmethod
     def tiny(cls, vocab_size: int, n_layer: int = 2, n_embd: int = 64, max_seq_len: int = 512) -> "ModelConfig":
@@ -102,9 +115,32 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
-def rope_cos_sin(pos: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos, sin of the rotary angles pos * theta^(-2i/d), each (B, T, head_dim), fp32."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+def rope_frequencies(cfg: ModelConfig, device: torch.device) -> Tensor:
+    """The rotary frequencies ω_i = theta^(-2i/d), i < d/2 (d = head_dim), in radians per position, (d/2,) fp32.
+
+    With `rope_type="llama3"` they are rescaled for long contexts the way Llama 3.1+ were trained
+    (Meta's reference `apply_scaling` in llama/model.py; transformers' `_compute_llama3_parameters`).
+    A frequency's wavelength λ = 2π/ω is the distance after which its rotation repeats; with L the
+    pre-training context: short wavelengths (λ < L / high_freq_factor) resolve local order and are
+    kept, long ones (λ > L / low_freq_factor) are divided by `factor` (position interpolation:
+    positions up to factor·L look like positions up to L did), and in between the two are mixed
+    with weight s = (L/λ - low) / (high - low) on the unscaled frequency.
+    """
+    d = cfg.head_dim
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
+    if cfg.rope_type == "default":
+        return inv_freq
+    L, factor = cfg.rope_original_max_len, cfg.rope_factor
+    low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    s = (L / wavelen - low) / (high - low)
+    smoothed = (1 - s) * inv_freq / factor + s * inv_freq
+    scaled = torch.where(wavelen > L / low, inv_freq / factor, smoothed)
+    return torch.where(wavelen < L / high, inv_freq, scaled)
+
+
+def rope_cos_sin(pos: Tensor, inv_freq: Tensor) -> tuple[Tensor, Tensor]:
+    """cos, sin of the rotary angles pos * ω_i, each (B, T, head_dim), fp32."""
     angles = pos.float()[..., None] * inv_freq  # (B, T, head_dim/2)
     angles = torch.cat([angles, angles], dim=-1)  # (B, T, head_dim): the "rotate half" layout
     return angles.cos(), angles.sin()
@@ -135,6 +171,18 @@ class KVCache:
     def n_slots(self) -> int:
         return self.kv.shape[4]
 
+    def copy_slot(self, src: Tensor, dst: Tensor) -> None:
+        """Row b's slot dst[b] takes the keys/values of its slot src[b], in every layer; src, dst (B,).
+        (LBR's commit: the chosen candidate's k/v join the trunk, copied, never recomputed.)"""
+        rows = torch.arange(self.kv.shape[2], device=self.kv.device)
+        self.kv[:, :, rows, :, dst] = self.kv[:, :, rows, :, src]
+
+    def gather_slots(self, src: Tensor) -> None:
+        """Slots 0..N-1 of row b take the keys/values of its slots src[b] (B, N), all read before any
+        is written. (LBR's shift: the tree region is moved by the same map as the tree itself.)"""
+        kv = self.kv[:, :, :, :, : src.shape[1]]  # (2, L, B, Hkv, N, hd)
+        self.kv[:, :, :, :, : src.shape[1]] = kv.gather(4, src[None, None, :, None, :, None].expand_as(kv))
+
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -144,13 +192,20 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm:  # Qwen3 (QK-norm): bounds the attention logits q·k whatever the scale of x
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
                 cache: tuple[Tensor, Tensor] | None, slots: Tensor | None) -> Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)  # (B, T, H, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, Hkv, hd)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim)
+        if self.qk_norm:  # over each head's own vector, before the rotation
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or Hkv, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             # write the new keys/values at their slots, then read the first S slots (S = mask width)
@@ -233,7 +288,7 @@ class Transformer(nn.Module):
             pos = torch.arange(T, device=idx.device).expand(B, T)
         if cache is not None and (mask is None or slots is None):
             raise ValueError("a forward through the KV cache needs an explicit mask and slots")
-        cos, sin = rope_cos_sin(pos, self.cfg.head_dim, self.cfg.rope_theta)
+        cos, sin = rope_cos_sin(pos, rope_frequencies(self.cfg, idx.device))
         x = self.embed_tokens(idx) if idx.dim() == 2 else idx  # (B, T, C)
         if mask is not None:  # boolean -> additive once, not once per layer inside attention
             mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
@@ -262,6 +317,9 @@ class Transformer(nn.Module):
 
 
 def main() -> None:
+    from cli import ArgumentParser  # the command line's helper; the model itself needs none
+    ArgumentParser(description="Print the tiny model's config, its parameter count, the shapes of one forward "
+                   "and its next-token entropy at initialisation (fixed seeds).").parse_args()
     cfg = ModelConfig.tiny(vocab_size=64)
     torch.manual_seed(0)  # weight init, so that the printout is reproducible (LECTURE.md shows it)
     model = Transformer(cfg)
@@ -275,4 +333,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cli import run
+    run(main)

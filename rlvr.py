@@ -2,7 +2,7 @@
 RL from verifiable rewards for every decoding method: GRPO on `cot`, `soft` or `lbr` rollouts,
 Pass@k evaluation, metrics and resumable checkpoints.
 
-One loop for every method (DESIGN §3): for each prompt draw G rollouts, reward 0/1 from the
+One loop for every method (docs/DESIGN.md §6): for each prompt draw G rollouts, reward 0/1 from the
 task's verifier, advantage = reward - group mean (optionally / group std), and minimise
 
     L = -(1/B) Σ_rollouts Σ_factors min(r_f A, clip(r_f, 1-ε, 1+ε) A),   r_f = exp(log p_f - log p_f^old)
@@ -20,7 +20,7 @@ Run (a pre-trained base model is made with sft.py, or by `make synthetic`):
     python rlvr.py --task planning --base out/planning/base_s0.pt --method lbr --eval-only --out ...
     torchrun --nproc_per_node=2 rlvr.py --task planning --base ... --method lbr --out ...   # several GPUs/processes
     python rlvr.py --model DIR --data train.jsonl --eval-data test.jsonl --method lbr --widths 4,1 \\
-        --sampler iid --out out/qwen_lbr   # a local Llama/Qwen2 checkpoint on GSM8K-format data
+        --sampler iid --out out/qwen_lbr   # a local Llama/Qwen checkpoint on GSM8K- or MATH-style data
     python rlvr.py --task math              # the math experiment: pre-train, rlvr/soft/lbr, results/math.md
     python rlvr.py --task math --quick      # the same at toy size, about a minute
 """
@@ -30,23 +30,24 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from checkpoint import load_pt, save_pt
+from cli import ArgumentParser, check_device, check_float, check_in_file, check_int, check_out_dir, run
 from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, generate
+from evaluate import dist_rank_world, evaluate, rewards_of
 from likelihood import Factors, factors
 from model import Transformer, autocast, pick_device
 from router import Router, RouterConfig
 from sft import load_sft_model
 from tasks import get_task
-from tasks.common import Example, make_examples
+from tasks.common import Seeds, make_examples
 
 
 @dataclass
@@ -67,16 +68,36 @@ class RLConfig:
     save_every: int = 10  # steps between checkpoints (and at the end)
     shards: int = 0  # rollout slices per step, each with its own generator (0: one per process; see train_rl)
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "prompts_per_step", "epochs", "save_every"):
+            check_int(name, getattr(self, name), 1)
+        check_int("group_size", self.group_size, 2, "GRPO compares the rollouts of one prompt with each other")
+        check_int("shards", self.shards, 0)
+        if self.shards and self.prompts_per_step % self.shards:
+            raise ValueError(f"shards={self.shards} must divide prompts_per_step={self.prompts_per_step}")
+        for name in ("model_lr", "router_lr", "clip_eps", "grad_clip"):
+            check_float(name, getattr(self, name))
+        check_float("kl_coef", self.kl_coef, strict=False)
+
+
+def new_router(cfg: RouterConfig, n_embd: int, max_depth: int, seed: int) -> Router:
+    """A fresh router (on the CPU) whose initial weights depend on `seed` alone: the same run gives
+    the same numbers whatever drew from the global RNG before (a base model just trained or loaded
+    from a cache), and the global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Router(cfg, n_embd, max_depth)
+
+
+def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
+    """AdamW over the parameter groups (model, router), each with its own learning rate.
+    (tests/test_ddp.py swaps in SGD: Adam's first step divides each gradient by its own magnitude,
+    so a parameter whose true gradient is zero takes a full-size step made of rounding noise.)"""
+    return torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=0.0)
+
 
 # ---------------------------------------------------------------------------------------------
 # several processes (torchrun): each takes a share of the prompts; gradients and counts are summed
-
-
-def dist_rank_world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) without torch.distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def all_reduce_grads(params: list[Tensor]) -> None:
@@ -117,10 +138,28 @@ def init_distributed() -> torch.device:
 
 
 def grpo_advantages(rewards: Tensor, normalize_std: bool) -> Tensor:
-    """rewards (P, G) -> advantages (P*G,): reward minus its group's mean (optionally / std)."""
-    adv = rewards - rewards.mean(1, keepdim=True)
+    """rewards (P, G), G rollouts of each of P prompts -> advantages (P*G,): each reward minus the
+    mean of its group, optionally divided by the group's standard deviation (+1e-6); GRPO, Shao et
+    al. 2024, "DeepSeekMath", §4.1.2 (outcome supervision).
+
+    The group mean is the baseline, so a group needs G >= 2 rollouts: a group of one is its own
+    baseline (advantage 0 whatever the reward: nothing is learned) and its std is undefined (NaN),
+    hence refused (ValueError), as are empty and non-finite rewards. A group whose rewards are all
+    equal expresses no preference: its advantages are exactly 0 for any float value (the mean of
+    eight 0.7s is not exactly 0.7 in floating point, and dividing that rounding error by a std of
+    ~0 would turn it into a full-size advantage).
+    """
+    if rewards.dim() != 2 or rewards.numel() == 0:
+        raise ValueError(f"rewards must be a non-empty (prompts, group size) matrix, got shape {tuple(rewards.shape)}")
+    if rewards.shape[1] < 2:
+        raise ValueError(f"group size {rewards.shape[1]}: GRPO needs >= 2 rollouts per prompt (the group mean is "
+                         "the baseline); raise group_size")
+    if not bool(torch.isfinite(rewards).all()):
+        raise ValueError("rewards must be finite numbers; the verifier returned NaN or inf")
+    tie = (rewards == rewards[:, :1]).all(1, keepdim=True)  # (P, 1) no preference within the group
+    adv = torch.where(tie, 0.0, rewards - rewards.mean(1, keepdim=True))
     if normalize_std:
-        adv = adv / (rewards.std(1, keepdim=True) + 1e-6)
+        adv = torch.where(tie, 0.0, adv / (rewards.std(1, keepdim=True) + 1e-6))
     return adv.flatten()
 
 
@@ -144,73 +183,23 @@ def kl_penalty(new: Factors, ref_logp: Tensor, n_rollouts: int | None = None) ->
     return (k3 * (new.mask & new.of_model)).sum() / (n_rollouts or new.logp.shape[0])
 
 
-def rewards_of(task, examples: list[Example], traj: Trajectory, repeat: int) -> Tensor:
-    """0/1 reward of every rollout; rollout i answers examples[i // repeat]."""
-    comp, length = traj.completion.tolist(), traj.length.tolist()
-    return torch.tensor([task.reward(examples[i // repeat], comp[i][: length[i]]) for i in range(len(comp))])
-
-
 # ---------------------------------------------------------------------------------------------
-# evaluation
+# the loop: collect rollouts -> advantages -> update, with checkpoints
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased Pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k)."""
-    if k > n:
-        raise ValueError(f"Pass@{k} needs at least {k} samples per problem, got {n}")
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+@dataclass
+class RolloutBatch:
+    """One shard of an RL step: its rollouts and what the update needs of them."""
+    traj: Trajectory  # G rollouts of each of the shard's prompts, prompt after prompt
+    rewards: Tensor  # (n,) 0/1 reward of each rollout
+    adv: Tensor  # (n,) GRPO advantage of each rollout
+    ref_logp: Tensor | None  # (n, F) its factors under the reference model (KL penalty); None without one
 
 
-@torch.no_grad()
-def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig, examples: list[Example],
-             n: int, ks: tuple[int, ...], seed: int, chunk: int = 1024) -> dict:
-    """Pass@k (unbiased, n samples per problem) overall and per difficulty (task.difficulty),
-    majority vote of the first k samples, and forward tokens per committed token."""
-    device = model.embed_tokens.weight.device
-    rank, world = dist_rank_world()
-    lo, hi = rank * len(examples) // world, (rank + 1) * len(examples) // world  # this process's problems
-    g = torch.Generator(device).manual_seed(seed + 7919 * rank)
-    prompts = [e.prompt for e in examples[lo:hi] for _ in range(n)]
-    chunk = max(n, chunk // n * n)  # whole problems per chunk
-    correct, completions, fwd, committed = [], [], 0, 0
-    for a in range(0, len(prompts), chunk):
-        traj = generate(model, router, prompts[a: a + chunk], dec, task.eos_id, g)
-        part = examples[lo + a // n: lo + (a + chunk) // n]
-        correct += rewards_of(task, part, traj, n).tolist()
-        completions += [tuple(c[:m]) for c, m in zip(traj.completion.tolist(), traj.length.tolist())]
-        fwd += int(traj.forward_tokens().sum())
-        committed += int(traj.length.sum())
-    if world > 1:  # every process gets every problem's outcomes, in problem order
-        parts = [None] * world
-        torch.distributed.all_gather_object(parts, (correct, completions, fwd, committed))
-        correct = [x for p in parts for x in p[0]]
-        completions = [x for p in parts for x in p[1]]
-        fwd, committed = sum(p[2] for p in parts), sum(p[3] for p in parts)
-    c = torch.tensor(correct).view(len(examples), n)
-    ks = tuple(k for k in ks if k <= n)
-    count = [int(ci) for ci in c.sum(1).tolist()]  # correct samples per problem
-    out = {f"pass@{k}": sum(pass_at_k(n, ci, k) for ci in count) / len(examples) for k in ks}
-    for m in ks:  # majority vote over the first m samples of each problem (ties: the first seen)
-        votes = [Counter(completions[i * n: i * n + m]).most_common(1)[0][0] for i in range(len(examples))]
-        out[f"majority@{m}"] = sum(task.reward(e, list(v)) for e, v in zip(examples, votes)) / len(examples)
-    out["fwd_per_token"] = fwd / max(committed, 1)
-    labels = [task.difficulty(e) for e in examples]
-    for d in sorted(set(labels)):  # Pass@k per difficulty (planning: target depth j2; math: ops3)
-        sel = [ci for ci, lab in zip(count, labels) if lab == d]
-        for k in ks:
-            out[f"pass@{k}_{d}"] = sum(pass_at_k(n, ci, k) for ci in sel) / len(sel)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# the loop
-
-
-def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig, cfg: RLConfig,
-             out_dir: str, quiet: bool = False) -> list[dict]:
-    """Run (or resume) RL; returns the per-step metrics. Writes out_dir/{metrics.jsonl, rl.pt, rollouts.pt}
-    (rollouts.pt: the rollouts of the step last checkpointed, which `python decode.py --rollouts` draws)."""
-    device = model.embed_tokens.weight.device
+def trainable_groups(model: Transformer, router: Router | None, dec: DecodeConfig, cfg: RLConfig) -> list[dict]:
+    """The optimiser's parameter groups (model, router), each with its learning rate; freezes the
+    rest (requires_grad False: --freeze-model, --freeze-router, the router of a method without one).
+    Raises ValueError when nothing is left to train."""
     is_tree = isinstance(dec, LBRConfig)
     groups = []
     if not cfg.freeze_model:
@@ -224,102 +213,198 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
     if router is not None:
         for p in router.parameters():
             p.requires_grad_(is_tree and not cfg.freeze_router)
-    opt = torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=0.0)
-    ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
+    return groups
 
+
+def check_shards(cfg: RLConfig, world: int) -> int:
+    """The number of rollout shards per step (cfg.shards, or one per process); ValueError unless
+    every process takes the same number of whole shards of whole prompts."""
+    shards = cfg.shards or world
+    if shards % world or cfg.prompts_per_step % shards:
+        raise ValueError(f"shards={shards} must be a multiple of the {world} processes and divide "
+                         f"prompts_per_step={cfg.prompts_per_step}; set --shards")
+    return shards
+
+
+def save_checkpoint(path: str, step: int, history: list[dict], cfg: RLConfig, dec: DecodeConfig, model: Transformer,
+                    router: Router | None, opt: torch.optim.Optimizer, ref_model: Transformer | None) -> None:
+    """Everything a resumed run needs (rl.pt), written via a temporary file: a kill never leaves a
+    half-written checkpoint."""
+    state = {"rl_config": asdict(cfg), "decoding": asdict(dec), "decoding_kind": type(dec).__name__,
+             "model_config": asdict(model.cfg), "model": model.state_dict(),
+             "router_config": asdict(router.cfg) if router is not None else None,
+             "router": router.state_dict() if router is not None else None, "optimizer": opt.state_dict(),
+             "ref_model": ref_model.state_dict() if ref_model is not None else None,
+             "step": step, "history": history}
+    save_pt(state, path)
+
+
+def resume(path: str, cfg: RLConfig, dec: DecodeConfig, model: Transformer, router: Router | None,
+           opt: torch.optim.Optimizer, ref_model: Transformer | None) -> tuple[int, list[dict]]:
+    """(steps done, their metrics): 0 and [] without a checkpoint at `path`; else its state is loaded
+    into model, router, optimiser and reference model. Raises ValueError for a file that is not an
+    RL checkpoint, was made with other settings (more --steps continues a run; any other change is
+    a different run) or has trained more steps than cfg.steps."""
+    if not os.path.exists(path):
+        return 0, []
+    try:
+        ckpt = load_pt(path, "RL checkpoint")
+    except ValueError as e:
+        raise ValueError(f"{e}; delete it or choose another --out to start the run anew") from None
+    if "rl_config" not in ckpt:
+        raise ValueError(f"{path} is not an RL checkpoint of rlvr.py; delete it or choose another --out")
+    # fields added since the checkpoint was written take their defaults (which keep the old behaviour)
+    saved = {**asdict(RLConfig()), **ckpt["rl_config"], "steps": cfg.steps}
+    if saved != asdict(cfg) or ckpt["decoding"] != asdict(dec):
+        raise ValueError(f"{path} was made with other settings; delete it or choose another --out")
+    if ckpt["step"] > cfg.steps:  # fewer steps would return (and evaluate) the longer run's model
+        raise ValueError(f"{path} has already trained {ckpt['step']} steps, more than steps={cfg.steps}: "
+                         f"give --steps {ckpt['step']} (or more) or choose another --out")
+    model.load_state_dict(ckpt["model"])
+    if router is not None and ckpt["router"] is not None:
+        router.load_state_dict(ckpt["router"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if ref_model is not None:
+        ref_model.load_state_dict(ckpt["ref_model"])
+    return ckpt["step"], ckpt["history"]
+
+
+def collect_rollouts(model: Transformer, router: Router | None, task, dec: DecodeConfig, cfg: RLConfig, step: int,
+                     shards: int, ref_model: Transformer | None) -> list[RolloutBatch]:
+    """This process's shards of step `step`: G rollouts of each prompt, their rewards and advantages.
+
+    The step's P prompts come in `shards` slices of P/shards prompts, each sampled with its own
+    generator (Seeds.train_step(step, shard)); this process takes every world-th slice. So the
+    rollouts, hence the update, do not depend on the number of processes (tests/test_ddp.py).
+    """
+    device = model.embed_tokens.weight.device
+    rank, world = dist_rank_world()
+    P, G = cfg.prompts_per_step, cfg.group_size
+    seeds = Seeds(cfg.seed)
+    examples = make_examples(task, P, seed=seeds.train_step(step), split="rl")
+    model.eval()
+    batches = []
+    for s in range(rank, shards, world):
+        part = examples[s * P // shards: (s + 1) * P // shards]
+        g = torch.Generator(device).manual_seed(seeds.train_step(step, shard=s))
+        traj = generate(model, router, [e.prompt for e in part for _ in range(G)], dec, task.stop_ids, g)
+        rewards = rewards_of(task, part, traj, G).to(device)
+        adv = grpo_advantages(rewards.view(len(part), G).float(), cfg.normalize_std)
+        ref_logp = None
+        if ref_model is not None:
+            with torch.no_grad(), autocast(device):
+                ref_logp = factors(ref_model, router, traj).logp
+        batches.append(RolloutBatch(traj, rewards, adv, ref_logp))
+    return batches
+
+
+def update(model: Transformer, router: Router | None, opt: torch.optim.Optimizer, params: list[Tensor],
+           batches: list[RolloutBatch], cfg: RLConfig) -> float:
+    """cfg.epochs optimiser steps on the step's rollouts: each replays every factor of log P(τ)
+    under the current parameters, backpropagates the clipped loss (+ KL), sums the gradients of
+    all processes, clips their norm and steps. Returns the first epoch's loss (summed over processes)."""
+    device = model.embed_tokens.weight.device
+    n_rollouts = cfg.prompts_per_step * cfg.group_size  # of the whole step: the loss's constant normaliser
+    old, losses = [None] * len(batches), []
+    for _ in range(cfg.epochs):
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for i, b in enumerate(batches):
+            with autocast(device):  # bf16 matmuls on CUDA; log-probs and the loss stay fp32
+                new = factors(model, router, b.traj)
+            old[i] = new.logp.detach() if old[i] is None else old[i]  # the sampling policy's, fixed at epoch 1
+            loss = policy_loss(new, old[i], b.adv, cfg.clip_eps, n_rollouts=n_rollouts)
+            if b.ref_logp is not None:
+                loss = loss + cfg.kl_coef * kl_penalty(new, b.ref_logp, n_rollouts=n_rollouts)
+            loss.backward()  # gradients of the slices add up to the gradient of the whole step
+            total += loss.item()
+        all_reduce_grads(params)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        losses.append(all_reduce_sum(total, device))
+    return losses[0]
+
+
+def step_metrics(step: int, batches: list[RolloutBatch], loss: float, cfg: RLConfig, t0: float,
+                 device: torch.device) -> dict:
+    """The metrics row of step `step` (0-based) over all processes' rollouts."""
+    n_rollouts = cfg.prompts_per_step * cfg.group_size
+    reward_sum, fwd_sum, len_sum = all_reduce_sum([sum(float(b.rewards.float().sum()) for b in batches),
+                                                   sum(float(b.traj.forward_tokens().sum()) for b in batches),
+                                                   sum(float(b.traj.length.sum()) for b in batches)], device)
+    return {"step": step + 1, "reward": reward_sum / n_rollouts, "loss": loss,
+            "fwd_per_token": fwd_sum / max(len_sum, 1), "length": len_sum / n_rollouts, "seconds": time.time() - t0}
+
+
+def write_metrics(path: str, rows: list[dict], append: bool = False) -> None:
+    """metrics.jsonl, one JSON row per step: `rows` appended, or (append False) exactly `rows`,
+    replacing the file at once (a killed run may have written steps its checkpoint lacks)."""
+    if append:
+        with open(path, "a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        return
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(path + ".tmp", path)
+
+
+def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig, cfg: RLConfig,
+             out_dir: str, quiet: bool = False) -> list[dict]:
+    """Run (or resume) RL; returns the per-step metrics. Writes out_dir/{metrics.jsonl, rl.pt, rollouts.pt}
+    (rollouts.pt: the rollouts of the step last checkpointed, which `python decode.py --rollouts` draws).
+    Under torchrun every process calls it; only rank 0 writes."""
+    device = model.embed_tokens.weight.device
+    rank, world = dist_rank_world()
+    groups = trainable_groups(model, router, dec, cfg)
+    params = [p for grp in groups for p in grp["params"]]
+    opt = make_optimizer(groups)
+    ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
     os.makedirs(out_dir, exist_ok=True)
     ckpt_path, metrics_path = os.path.join(out_dir, "rl.pt"), os.path.join(out_dir, "metrics.jsonl")
-    start, history = 0, []
-    if os.path.exists(ckpt_path):
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        # fields added since the checkpoint was written take their defaults (which keep the old behaviour)
-        saved = {**asdict(RLConfig()), **ckpt["rl_config"], "steps": cfg.steps}
-        same = saved == asdict(cfg) and ckpt["decoding"] == asdict(dec)
-        if not same:  # more --steps continues a run; any other change is a different run
-            raise ValueError(f"{ckpt_path} was made with other settings; delete it or choose another --out")
-        model.load_state_dict(ckpt["model"])
-        if router is not None and ckpt["router"] is not None:
-            router.load_state_dict(ckpt["router"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if ref_model is not None:
-            ref_model.load_state_dict(ckpt["ref_model"])
-        start, history = ckpt["step"], ckpt["history"]
-
-    def save(step: int) -> None:
-        state = {"rl_config": asdict(cfg), "decoding": asdict(dec), "decoding_kind": type(dec).__name__,
-                 "model_config": asdict(model.cfg), "model": model.state_dict(),
-                 "router_config": asdict(router.cfg) if router is not None else None,
-                 "router": router.state_dict() if router is not None else None, "optimizer": opt.state_dict(),
-                 "ref_model": ref_model.state_dict() if ref_model is not None else None,
-                 "step": step, "history": history}
-        torch.save(state, ckpt_path + ".tmp")
-        os.replace(ckpt_path + ".tmp", ckpt_path)
-
-    P, G = cfg.prompts_per_step, cfg.group_size
-    rank, world = dist_rank_world()
-    shards = cfg.shards or world
-    if shards % world or P % shards:
-        raise ValueError(f"shards={shards} must be a multiple of the {world} processes and divide "
-                         f"prompts_per_step={P}; set --shards")
-    params = [p for grp in groups for p in grp["params"]]
+    start, history = resume(ckpt_path, cfg, dec, model, router, opt, ref_model)
+    if rank == 0:
+        write_metrics(metrics_path, history)  # exactly the checkpoint's steps
+    shards = check_shards(cfg, world)
     bar = tqdm(range(start, cfg.steps), desc=f"rl {type(dec).__name__[:-6].lower()}", initial=start, total=cfg.steps,
                disable=quiet or rank > 0)
     for step in bar:
         t0 = time.time()
-        examples = make_examples(task, P, seed=cfg.seed * 1_000_003 + step, split="rl")
-        # the step's rollouts come in `shards` slices of P/shards prompts, each sampled with its
-        # own generator; this process takes every world-th slice. The rollouts, hence the update,
-        # do not depend on the number of processes (tests/test_ddp.py).
-        model.eval()
-        batches = []
-        for s in range(rank, shards, world):
-            part = examples[s * P // shards: (s + 1) * P // shards]
-            g = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step + s * 1_000_000_007)
-            traj = generate(model, router, [e.prompt for e in part for _ in range(G)], dec, task.eos_id, g)
-            rewards = rewards_of(task, part, traj, G).to(device)
-            adv = grpo_advantages(rewards.view(len(part), G).float(), cfg.normalize_std)
-            ref_logp = None
-            if ref_model is not None:
-                with torch.no_grad(), autocast(device):
-                    ref_logp = factors(ref_model, router, traj).logp
-            batches.append((traj, rewards, adv, ref_logp))
-        old, losses = [None] * len(batches), []
-        for _ in range(cfg.epochs):
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
-            for i, (traj, _, adv, ref_logp) in enumerate(batches):
-                with autocast(device):  # bf16 matmuls on CUDA; log-probs and the loss stay fp32
-                    new = factors(model, router, traj)
-                old[i] = new.logp.detach() if old[i] is None else old[i]
-                loss = policy_loss(new, old[i], adv, cfg.clip_eps, n_rollouts=P * G)
-                if ref_logp is not None:
-                    loss = loss + cfg.kl_coef * kl_penalty(new, ref_logp, n_rollouts=P * G)
-                loss.backward()  # gradients of the slices add up to the gradient of the whole step
-                total += loss.item()
-            all_reduce_grads(params)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            losses.append(all_reduce_sum(total, device))
-        reward_sum, fwd_sum, len_sum = all_reduce_sum([sum(float(b[1].float().sum()) for b in batches),
-                                                       sum(float(b[0].forward_tokens().sum()) for b in batches),
-                                                       sum(float(b[0].length.sum()) for b in batches)], device)
-        row = {"step": step + 1, "reward": reward_sum / (P * G), "loss": losses[0],
-               "fwd_per_token": fwd_sum / max(len_sum, 1), "length": len_sum / (P * G), "seconds": time.time() - t0}
+        batches = collect_rollouts(model, router, task, dec, cfg, step, shards, ref_model)  # rollouts, advantages
+        loss = update(model, router, opt, params, batches, cfg)
+        row = step_metrics(step, batches, loss, cfg, t0, device)
         history.append(row)
-        if rank == 0:  # only rank 0 writes
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
         bar.set_postfix(reward=f"{row['reward']:.3f}")
-        if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
-            save(step + 1)
+        if rank > 0:
+            continue
+        write_metrics(metrics_path, [row], append=True)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(ckpt_path, step + 1, history, cfg, dec, model, router, opt, ref_model)
             # with the checkpoint, this step's rollouts (rank 0's first slice), for `python decode.py --rollouts`
-            torch.save({"step": step + 1, "trajectory": batches[0][0], "rewards": batches[0][1]},
-                       os.path.join(out_dir, "rollouts.pt"))
+            save_pt({"step": step + 1, "task": task.name, "vocab_size": model.cfg.vocab_size,
+                     "trajectory": batches[0].traj, "rewards": batches[0].rewards}, os.path.join(out_dir, "rollouts.pt"))
     return history
 
 
 # ---------------------------------------------------------------------------------------------
 # command line
+
+
+def load_run(path: str, model: Transformer, router: Router | None) -> None:
+    """Load the model (and router) an RL checkpoint holds into `model` (and `router`).
+    Raises ValueError for an unloadable file or one made with another model, method or router."""
+    ckpt = load_pt(path, "RL checkpoint")
+    if "rl_config" not in ckpt:
+        raise ValueError(f"{path} is not an RL checkpoint of rlvr.py")
+    if router is not None and ckpt.get("router") is None:
+        method = str(ckpt.get("decoding_kind", "?")).removesuffix("Config").lower()
+        raise ValueError(f"{path} is a {method} run, without a router: evaluate it with --method {method}")
+    try:
+        model.load_state_dict(ckpt["model"])
+        if router is not None:
+            router.load_state_dict(ckpt["router"])
+    except RuntimeError as e:  # shapes that do not fit: another base model, --router or --widths
+        raise ValueError(f"{path} was trained with another model or router ({str(e).splitlines()[0]}); give the "
+                         "--base, --router and --widths of that run") from None
 
 
 def decoding_from_args(args, task) -> DecodeConfig:
@@ -328,27 +413,73 @@ def decoding_from_args(args, task) -> DecodeConfig:
                          router_temperature=args.router_temperature, greedy_router=args.greedy_router,
                          max_new_tokens=args.max_new_tokens)
     if args.method == "soft":
-        end = task.tokenizer.stoi.get(args.soft_until, -1) if args.soft_until else -1
-        if args.soft_until and end < 0:
-            raise ValueError(f"--soft-until {args.soft_until!r} is not a word of the {task.name} vocabulary")
+        end = -1
+        if args.soft_until:  # one token: a word of a toy task, or e.g. Qwen3's '</think>' with --model
+            try:
+                ids = task.tokenizer.encode(args.soft_until)
+            except ValueError:  # a word outside a toy task's vocabulary
+                ids = []
+            if len(ids) != 1:
+                raise ValueError(f"--soft-until {args.soft_until!r} is not one token of the {task.name} "
+                                 "vocabulary")
+            end = ids[0]
         return SoftConfig(k=args.soft_k, weighting=args.soft_weighting, temperature=args.temperature,
                           discrete_after=end, max_new_tokens=args.max_new_tokens)
     return CotConfig(temperature=args.temperature, greedy=args.greedy, max_new_tokens=args.max_new_tokens)
 
 
+def word_problem_task(args, quiet: bool = False):
+    """The task of `--model DIR --data FILE`: the problems of --data (and --eval-data), prompted
+    with the checkpoint's chat template (ChatML without one), --system, --instruction and
+    --(no-)thinking, stopped by the checkpoint's stop ids (checkpoint.stop_ids, and ChatML's
+    <|im_end|> with the fallback; the id that closes a chat turn first). Everything is checked
+    (one prompt rendered) before the model loads; a ValueError says what is wrong."""
+    from chat import ChatTemplate
+    from checkpoint import stop_ids
+    from tasks.word_problems import DEFAULT_INSTRUCTION, WordProblemTask, load_problems
+    from tokenizer import BPETokenizer
+    problems = load_problems(args.data, args.strict_data, quiet)
+    eval_problems = load_problems(args.eval_data, args.strict_data, quiet) if args.eval_data else None
+    template = ChatTemplate.from_dir(args.model)
+    switches = {}
+    if args.thinking is not None:
+        if not template.uses("enable_thinking"):
+            raise ValueError(f"--{'' if args.thinking else 'no-'}thinking: the chat template of {args.model} has no "
+                             "enable_thinking switch (Qwen3's); drop the flag")
+        switches["enable_thinking"] = args.thinking
+    tok = BPETokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
+    stops = stop_ids(args.model)  # has checked that the tokenizer's EOS, if any, is a token
+    if template.source is None and "<|im_end|>" in tok.added:  # the ChatML fallback closes a turn with it
+        turn_end = tok.token_id("<|im_end|>")
+        stops.add(turn_end)
+    else:  # a template closes a turn with the tokenizer's EOS
+        eos = template.special_tokens.get("eos_token")
+        turn_end = tok.token_id(eos) if eos is not None else None
+    task = WordProblemTask(problems, tok, sorted(stops, key=lambda i: (i != turn_end, i)), template, args.system,
+                           DEFAULT_INSTRUCTION if args.instruction is None else args.instruction, switches,
+                           max_answer_len=args.max_new_tokens or 512, eval_problems=eval_problems)
+    task.prompt_text(task.eval_problems[0])  # a template that refuses the conversation (e.g. a system turn) fails now
+    return task
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="GRPO on cot, soft or LBR rollouts, with Pass@k evaluation. "
+    ap = ArgumentParser(description="GRPO on cot, soft or LBR rollouts, with Pass@k evaluation. "
                                  "`--task math` without --method runs the whole math experiment.")
     g = ap.add_argument_group("task and model")
     g.add_argument("--task", default="planning", choices=["planning", "math"])
     g.add_argument("--base", help="pre-trained base model checkpoint (sft.py); needed with --method")
-    g.add_argument("--model", help="a local Llama/Qwen2 checkpoint directory (config.json, *.safetensors, "
-                   "tokenizer.json) instead of --base")
-    g.add_argument("--data", help="GSM8K-format JSONL to train on (with --model)")
-    g.add_argument("--eval-data", help="GSM8K-format JSONL to evaluate on (default: --data)")
+    g.add_argument("--model", help="a local Llama/Qwen2/Qwen3 checkpoint directory (config.json, *.safetensors, "
+                   "tokenizer.json; its chat template and stop ids are used) instead of --base")
+    g.add_argument("--data", help="GSM8K- or MATH-style JSONL to train on (with --model; tasks/word_problems.py)")
+    g.add_argument("--eval-data", help="GSM8K- or MATH-style JSONL to evaluate on, in order (default: --data)")
     g.add_argument("--strict-data", action="store_true", help="reject a malformed JSONL line instead of skipping it")
-    g.add_argument("--out", help="run directory: metrics.jsonl, rl.pt (resumed), eval.json "
-                   "(math experiment: checkpoints, default out/math)")
+    g.add_argument("--system", help="--model: the system prompt of every problem (default: the chat template's own)")
+    g.add_argument("--instruction", help="--model: text after each problem in the user turn ('' for none; default: "
+                   "Please reason step by step, and put your final answer within \\boxed{}.)")
+    g.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
+                   help="--model: set the chat template's enable_thinking switch (Qwen3) on or off")
+    g.add_argument("--out", help="run directory: metrics.jsonl, rl.pt (resumed), eval.json, samples.jsonl (every "
+                   "evaluation sample) (math experiment: checkpoints, default out/math)")
     g.add_argument("--device", default="auto")
     g = ap.add_argument_group("decoding")
     g.add_argument("--method", choices=["cot", "soft", "lbr"], help="train and evaluate one method")
@@ -361,7 +492,8 @@ def main() -> None:
     g.add_argument("--greedy-router", action="store_true", help="lbr: argmax router (evaluation only)")
     g.add_argument("--soft-k", type=int, default=4, help="soft: tokens drawn per step")
     g.add_argument("--soft-weighting", default="prob", choices=["prob", "mean"], help="soft: embedding mixture")
-    g.add_argument("--soft-until", default="", help="soft: word after which decoding is discrete (math: '#')")
+    g.add_argument("--soft-until", default="",
+                   help="soft: token after which decoding is discrete (math: '#'; Qwen3: '</think>')")
     g.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's longest answer")
     g = ap.add_argument_group("RL (GRPO)")
     for name, default in asdict(RLConfig()).items():
@@ -378,6 +510,13 @@ def main() -> None:
     math_experiment.add_args(ap)
     args = ap.parse_args()
 
+    # every argument that needs no file is checked before any work (the configs check their own fields)
+    check_device(args.device)
+    cfg = RLConfig(**{k: getattr(args, k) for k in asdict(RLConfig())})
+    check_int("--eval-size", args.eval_size, 1)
+    check_int("--eval-samples", args.eval_samples, 1)
+    if args.max_new_tokens is not None:
+        check_int("--max-new-tokens", args.max_new_tokens, 1)
     if args.method is None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("the math experiment runs its seeds in local processes; under torchrun give --method")
@@ -389,44 +528,57 @@ def main() -> None:
         raise ValueError("--method needs --out RUN_DIR and one of --base CHECKPOINT (from sft.py) or --model DIR")
     if args.data and not args.model:
         raise ValueError("--data needs --model DIR (a pretrained model with its tokenizer.json)")
+    if not args.model and (args.system, args.instruction, args.thinking) != (None, None, None):
+        raise ValueError("--system, --instruction and --(no-)thinking shape the chat prompts of --model DIR; "
+                         "a --base task has its own prompt format")
+    check_out_dir(args.out, "--out")
+    if args.model:
+        if not args.data:
+            raise ValueError("--model needs --data FILE.jsonl (GSM8K or MATH style) to train and evaluate on")
+        for name in ("config.json", "tokenizer.json"):
+            if not os.path.isfile(os.path.join(args.model, name)):
+                raise ValueError(f"--model {args.model}: no {name} there; give a Llama/Qwen checkpoint directory "
+                                 "(config.json, *.safetensors, tokenizer.json)")
+        for flag, path in (("--data", args.data), ("--eval-data", args.eval_data)):
+            if path:
+                check_in_file(path, flag)
     device = init_distributed() if args.device == "auto" else pick_device(args.device)
     rank = dist_rank_world()[0]
     if args.model:
-        from checkpoint import load_pretrained
-        from tasks.math import GSM8KTask, load_gsm8k
-        from tokenizer import BPETokenizer
-        if not args.data:
-            raise ValueError("--model needs --data FILE.jsonl (GSM8K format) to train and evaluate on")
-        tok = BPETokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
-        task = GSM8KTask(load_gsm8k(args.data, args.strict_data), tok, max_answer_len=args.max_new_tokens or 512,
-                         eval_items=load_gsm8k(args.eval_data, args.strict_data) if args.eval_data else None)
-        model = load_pretrained(args.model, device)
+        task = word_problem_task(args, quiet=rank > 0)
     else:
         task = get_task(args.task)
-        model = load_sft_model(args.base, device)
     args.max_new_tokens = args.max_new_tokens or task.max_answer_len
-    dec = decoding_from_args(args, task)
+    dec = decoding_from_args(args, task)  # temperatures, widths, ...: refused before the model loads
+    if args.model:
+        from checkpoint import load_pretrained
+        model = load_pretrained(args.model, device)
+    else:
+        model = load_sft_model(args.base, device, task)
     router = None
     if args.method == "lbr":
-        router = Router(RouterConfig(features=args.router), model.cfg.n_embd, len(dec.widths)).to(device)
-    cfg = RLConfig(**{k: getattr(args, k) for k in asdict(RLConfig())})
+        router = new_router(RouterConfig(features=args.router), model.cfg.n_embd, len(dec.widths), args.seed).to(device)
     if not args.eval_only:
         train_rl(model, router, task, dec, cfg, args.out)
     elif os.path.exists(os.path.join(args.out, "rl.pt")):
-        ckpt = torch.load(os.path.join(args.out, "rl.pt"), map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        if router is not None:
-            router.load_state_dict(ckpt["router"])
-    examples = make_examples(task, args.eval_size, seed=10_000 + args.seed, split="eval")
-    result = evaluate(model.eval(), router, task, dec, examples, args.eval_samples, (1, args.eval_samples), args.seed)
+        load_run(os.path.join(args.out, "rl.pt"), model, router)
+    if args.model:  # a benchmark: its first --eval-size problems, each once
+        examples = task.eval_examples(args.eval_size)
+    else:
+        examples = make_examples(task, args.eval_size, seed=Seeds(args.seed).eval_examples, split="eval")
+    samples = []
+    result = evaluate(model.eval(), router, task, dec, examples, args.eval_samples, (1, args.eval_samples), args.seed,
+                      samples=samples)
     if rank == 0:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "eval.json"), "w") as f:
             json.dump(result, f, indent=1)
+        with open(os.path.join(args.out, "samples.jsonl"), "w") as f:  # every sample, to read the evaluation
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in samples)
         print(json.dumps(result, indent=1))
     if dist_rank_world()[1] > 1:
         torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,7 +3,7 @@ The LBR router π_φ: scores each depth-1 subtree of the local tree from hidden 
 
     π_φ(i | tree) = softmax_i(score_i / T_r)
 
-Feature sets (DESIGN §1, and the ablation of the synthetic experiment), nested so that the
+Feature sets (docs/DESIGN.md §2.3, and the ablation of the synthetic experiment, §8.1), nested so that the
 ablation measures exactly what the lookahead adds:
   root     the root's hidden state + candidate i's token embedding + log p(candidate i):
            everything known *before* reading the candidate (no lookahead at all);
@@ -80,10 +80,14 @@ class Router(nn.Module):
 
 
 def main() -> None:
+    from cli import ArgumentParser  # the command line's helper; the router itself needs none
+    ArgumentParser(description="Print a router's parameter count for each feature set (root, d1, subtree) "
+                   "at n_embd = 128, lookahead depth 4.").parse_args()
     for features in FEATURES:
         router = Router(RouterConfig(features=features), n_embd=128, max_depth=4)
         print(f"{features:8s} {sum(p.numel() for p in router.parameters()):6d} parameters")
 
 
 if __name__ == "__main__":
-    main()
+    from cli import run
+    run(main)

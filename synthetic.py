@@ -1,5 +1,5 @@
 """
-`make synthetic`: the planning experiment (DESIGN §6.1) end to end, over several seeds.
+`make synthetic`: the planning experiment (docs/DESIGN.md §8.1) end to end, over several seeds.
 
 Per seed (seeds run in parallel processes, one CPU thread each):
 1. pre-train the tiny GPT on the planning task (cached in out/planning/) and record its health
@@ -21,7 +21,6 @@ Run:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -32,15 +31,17 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn as nn
 
-from decode import CotConfig, LBRConfig, SoftConfig, generate
+from cli import ArgumentParser, check_in_file, check_int, check_out_dir, run
+from decode import CotConfig, LBRConfig, SoftConfig, generate, greedy_completions
 from model import ModelConfig, Transformer
 from experiment import mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
-from rlvr import RLConfig, evaluate, train_rl
-from router import Router, RouterConfig, RouterInput
+from evaluate import evaluate
+from rlvr import RLConfig, new_router, train_rl
+from router import RouterConfig, RouterInput
 from tree import children_table
-from sft import SFTConfig, train_sft
+from sft import SFTConfig, health_checks, train_sft
 from tasks import get_task
-from tasks.common import make_examples
+from tasks.common import Seeds, make_examples
 
 N_ARMS = 4  # the planning task's default: the first decision is 4-way (chance = 0.25)
 
@@ -59,6 +60,14 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(sft=SFTConfig(steps=200, eval_every=200, eval_size=64), rl=RLConfig(steps=3, prompts_per_step=4, group_size=4),
               eval_size=16, lbr_samples=4, cot_samples=8)
+# 200 pre-training steps do not teach the tiny model to follow edges (teacher-forced accuracy about 0.5), so
+# QUICK's numbers are zeros and "healthy NO" by design: its run shows that every stage works end to end, and
+# its report says so
+QUICK_NOTE = ("> **Quick mode (--quick) checks the pipeline, not the numbers.** Toy sizes and one seed: every stage "
+              "(pre-training, health checks, router training, RL, evaluation, report) ran end to end, but the "
+              "models are trained far too little for the health checks to pass or for the success rates to mean "
+              "anything; zeros and `healthy NO` are expected. For the results run `make synthetic` "
+              "(`python synthetic.py`) without quick mode.")
 
 
 class EOSReadout(nn.Module):
@@ -81,9 +90,9 @@ def oracle_ceiling(model: Transformer, task, depth: int, examples: list, samples
     chain follows the answer path for min(depth, j) tokens, i.e. the right arm is among the
     candidates and its sampled continuation walks down that arm. Per target depth j."""
     dec = lbr_config(depth, max_new_tokens=1)
-    router = Router(RouterConfig(), model.cfg.n_embd, depth)  # fresh: the candidates do not depend on it
+    router = new_router(RouterConfig(), model.cfg.n_embd, depth, seed)  # fresh: the candidates do not depend on it
     prompts = [e.prompt for e in examples for _ in range(samples)]
-    traj = generate(model, router, prompts, dec, task.eos_id, torch.Generator().manual_seed(seed))
+    traj = generate(model, router, prompts, dec, task.stop_ids, torch.Generator().manual_seed(seed))
     children = children_table(traj.parent, N_ARMS)  # (B, M, K)
     hits = []
     for b, e in enumerate(e for e in examples for _ in range(samples)):
@@ -117,9 +126,9 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
                            replace(sizes.sft, seed=seed), os.path.join(out_root, f"base_s{seed}.pt"), dev, quiet=quiet)
     base.requires_grad_(False)
     t_experiment = time.time()
-    health = task.health(base, make_examples(task, 512, seed=10_000 + seed, split="eval"))
+    health = task.health(base, make_examples(task, 512, seed=Seeds(seed).eval_examples, split="eval"), greedy_completions)
     log(f"pre-trained ({ckpt['history'][-1]['seconds']:.0f}s of training): " + json.dumps({k: round(v, 3) for k, v in health.items()}))
-    examples = make_examples(task, sizes.eval_size, seed=20_000 + seed, split="eval")
+    examples = make_examples(task, sizes.eval_size, seed=Seeds(seed).experiment_eval_examples, split="eval")
     rl = replace(sizes.rl, seed=seed)
     out = {"seed": seed, "health": health, "pretrain_seconds": ckpt["history"][-1]["seconds"], "routing": {}, "e2e": {},
            "curves": {}}
@@ -136,7 +145,7 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
     # routing evidence: base frozen, each router trained alone; the readout needs no training
     for features, depths in [("root", [1]), ("d1", [1]), ("subtree", list(range(1, sizes.max_depth + 1)))]:
         for depth in depths:
-            router = Router(RouterConfig(features=features), base.cfg.n_embd, depth)
+            router = new_router(RouterConfig(features=features), base.cfg.n_embd, depth, seed)
             model, _ = rl_run(f"router {features}@{depth}", lbr_config(depth, sizes.max_new_tokens), router, freeze_model=True)
             ev = evaluate(model, router, task, lbr_config(depth, sizes.max_new_tokens), examples, sizes.lbr_samples, ks, seed)
             out["routing"][f"{features}@{depth}"] = ev
@@ -162,7 +171,7 @@ def run_seed(seed: int, sizes: Sizes, out_root: str, quiet: bool = True) -> dict
     depth = sizes.max_depth
     out["e2e"]["lbr router"] = out["routing"][f"subtree@{depth}"]
     out["curves"]["lbr router"] = out["curves"][f"router subtree@{depth}"]
-    router = Router(RouterConfig(features="subtree"), base.cfg.n_embd, depth)
+    router = new_router(RouterConfig(features="subtree"), base.cfg.n_embd, depth, seed)
     model, _ = rl_run("lbr joint", lbr_config(depth, sizes.max_new_tokens), router, freeze_model=False)
     out["e2e"]["lbr joint"] = evaluate(model, router, task, lbr_config(depth, sizes.max_new_tokens), examples, sizes.lbr_samples, ks, seed)
     out["seconds"], out["experiment_seconds"] = time.time() - t_start, time.time() - t_experiment
@@ -182,7 +191,7 @@ def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: st
              provenance(cmd, results, seconds), ""]
 
     lines += ["## Health of the pre-trained models", "",
-              "Gate of DESIGN §6.1: (1) teacher-forced accuracy after the first answer token >= 0.99; "
+              "Gate of docs/DESIGN.md §7.2: (1) teacher-forced accuracy after the first answer token >= 0.99; "
               "(2) the first answer token (argmax) is a child of s >= 0.99; (3) first-token accuracy about "
               f"1/{N_ARMS} at j >= 2 (counted as failed above 2/{N_ARMS}; j = 1 is a one-edge check, which the model "
               "may solve). `p_child` is the probability mass "
@@ -191,8 +200,7 @@ def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: st
               "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         h = r["health"]
-        ok = (h["tf_acc_rest"] >= 0.99 and h["first_is_child"] >= 0.99
-              and max(h.get("first_acc_j2", 0), h.get("first_acc_j3", 0)) <= 2 / N_ARMS)
+        ok = all(c.passed for c in health_checks(h))
         lines.append(f"| {r['seed']} | {h['tf_acc_rest']:.3f} | {h['first_is_child']:.3f} | {h['p_child']:.3f} | "
                      f"{h.get('first_acc_j1', float('nan')):.3f} | {h.get('first_acc_j2', float('nan')):.3f} | "
                      f"{h.get('first_acc_j3', float('nan')):.3f} | {'yes' if ok else 'NO'} |")
@@ -298,7 +306,7 @@ def plots(results: list[dict], out_dir: str, stem: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="The synthetic planning experiment (make synthetic).")
+    ap = ArgumentParser(description="The synthetic planning experiment (make synthetic).")
     ap.add_argument("--quick", action="store_true", help="toy sizes, one seed, about a minute")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (quick: 0)")
     ap.add_argument("--jobs", type=int, default=0, help="parallel seed processes (default: one per seed)")
@@ -310,17 +318,27 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     out_root = os.path.join(args.out, "quick") if args.quick else args.out
     stem = "synthetic_quick" if args.quick else "synthetic"
+    check_int("--jobs", args.jobs, 0, "0: one process per seed")
+    check_out_dir(args.results, "--results")
+    check_out_dir(args.out, "--out")
+    if args.report_only:
+        check_in_file(os.path.join(args.results, f"{stem}.json"), "--report-only reads", "run without --report-only first")
     results, seconds = run_seeds(run_seed, seeds, sizes, out_root, os.path.join(args.results, f"{stem}.json"),
                                  args.jobs, args.report_only)
     seeds = [r["seed"] for r in results]
     cmd = "python synthetic.py" + (" --quick" if args.quick else "") + f" --seeds {' '.join(map(str, seeds))}"
     md = report(results, sizes, cmd, seconds, stem)
+    if args.quick:  # under the title, where a reader of the file looks first
+        title, rest = md.split("\n", 1)
+        md = f"{title}\n\n{QUICK_NOTE}\n{rest}"
     plots(results, args.results, stem)
     with open(os.path.join(args.results, f"{stem}.md"), "w") as f:
         f.write(md)
     print(md)
     print(f"wrote {args.results}/{stem}.md ({seconds / 60:.1f} min)")
+    if args.quick:  # and again at the end, where a reader of the console looks
+        print(QUICK_NOTE)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -8,18 +8,31 @@ what survives the shift (the chosen subtree, which is the next step's tree befor
 
 Two renderings of the same steps: `render_text` (a terminal) and `render_html` (one
 self-contained HTML file: inline SVG, a few lines of script to step forward and back; no network).
-`python decode.py --trace trace.html` writes one (see decode.py for the options).
+The command below is this file's `main`; `python decode.py` runs it too (the documented name):
+    python decode.py                       # LBR on a tiny random model, step by step
+    python decode.py --trace trace.html    # the same steps as an HTML page
+    python decode.py --help                # a task example, a trained run, saved rollouts
 """
 
 from __future__ import annotations
 
 import html
+import os
+import random
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from decode import SequenceTrajectory, TreeTrajectory
-from tree import children_table, subtree_members
+from checkpoint import load_pt
+from cli import ArgumentParser, check_int, check_out_file, run
+from decode import (CotConfig, DecodeConfig, LBRConfig, SequenceTrajectory, SoftConfig, SoftTrajectory,
+                    TreeTrajectory, generate)
+from model import ModelConfig, Transformer
+from router import Router, RouterConfig
+from sft import load_sft_model
+from tasks import get_task
+from tree import children_table, parse_widths, subtree_members
 
 
 @dataclass
@@ -87,8 +100,7 @@ def sequence_steps(traj: SequenceTrajectory, row: int = 0) -> tuple[list[int], l
 
 
 def steps_of(traj: TreeTrajectory | SequenceTrajectory, row: int = 0) -> tuple[list[int], list[StepView]]:
-    # by field, not isinstance: `python decode.py` runs decode.py as __main__, whose classes are not decode's
-    return tree_steps(traj, row) if hasattr(traj, "choice") else sequence_steps(traj, row)
+    return tree_steps(traj, row) if isinstance(traj, TreeTrajectory) else sequence_steps(traj, row)
 
 
 def render_text(prompt: list[int], steps: list[StepView], itos=str) -> str:
@@ -101,6 +113,23 @@ def render_text(prompt: list[int], steps: list[StepView], itos=str) -> str:
             lines.append(f"  {head}{'  ' * (nv.depth - 1)}{itos(nv.token)!r:>6}  log q {nv.logq:+.2f}  (born step {nv.born})")
         lines.append(f"  commit {itos(s.committed_token)!r}")
     return "\n".join(lines)
+
+
+# the fills of the tree's boxes, named as the legend names them
+COLORS = {"root": "#dde7f7", "committed": "#9be29b", "kept": "#d6f5d6", "pruned": "#e4e4e4"}
+LEGEND = f"""<details open class="legend"><summary>How to read a step</summary><ul>
+<li><span class="sw" style="background:{COLORS['root']}"></span> <b>root</b>: the last committed token; the local
+tree of this step hangs from it, read left to right (a column per depth).</li>
+<li><b>candidates</b>: the root's children (the first column after the root), each with <b>π</b>, the router's
+probability of committing it (also in the table below the tree).</li>
+<li><span class="sw" style="background:{COLORS['committed']};border:3px solid #1a7f1a"></span> the <b>committed</b>
+candidate (thick border) and <span class="sw" style="background:{COLORS['kept']}"></span> its subtree, which
+survives the shift: it becomes the next step's tree, one level up.</li>
+<li><span class="sw" style="background:{COLORS['pruned']};opacity:0.5"></span> <b>pruned</b> (faded): the other
+candidates and their subtrees, dropped at the commit; their log q still counts in log P(τ).</li>
+<li><b>log q</b>: the log-probability with which the sibling sampler drew the node (iid: log p of the token;
+distinct: renormalised over the siblings not yet drawn). <b>born step t</b>: the step that drew it (an earlier
+step: it was inherited through the shift).</li></ul></details>"""
 
 
 def _svg(s: StepView, itos) -> str:
@@ -122,33 +151,41 @@ def _svg(s: StepView, itos) -> str:
     place(s.root, [0.0])
     n_rows = max(1, max(rows.values()) + 1)
     depth = max([nv.depth for nv in s.nodes], default=0)
-    W, H, dx, dy = 170 * (depth + 1) + 40, int(46 * n_rows) + 20, 170, 46
+    bw, bh, dx, dy = 196, 42, 226, 54  # box width and height, column and row pitch (px)
+    W, H = dx * depth + bw + 40, int(dy * n_rows) + 20
     pos = {s.root: (20, 10 + dy * rows[s.root])}
     for nv in s.nodes:
         pos[nv.node] = (20 + dx * nv.depth, 10 + dy * rows[nv.node])
     out = [f'<svg width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg">']
     for nv in s.nodes:
         (x0, y0), (x1, y1) = pos[nv.parent], pos[nv.node]
-        out.append(f'<line x1="{x0 + 120}" y1="{y0 + 16}" x2="{x1}" y2="{y1 + 16}" stroke="#999"/>')
-    boxes = [(s.root, itos(s.root_token), "root", "#dde7f7")]
+        out.append(f'<line x1="{x0 + bw}" y1="{y0 + bh // 2}" x2="{x1}" y2="{y1 + bh // 2}" stroke="#999"/>')
+    # (node, token, second line, fill, border colour, border width, opacity): the classes of the legend
+    boxes = [(s.root, itos(s.root_token), "root (last committed)", COLORS["root"], "#555", 1, 1)]
     for nv in s.nodes:
-        kept = nv.branch == s.choice
-        color = ("#9be29b" if nv.depth == 1 else "#d6f5d6") if kept else "#eeeeee"
-        label = f"{itos(nv.token)}  log q {nv.logq:+.2f}"
-        extra = f"π {s.probs[nv.branch]:.3f}" if nv.depth == 1 else f"born step {nv.born}"
-        boxes.append((nv.node, label, extra, color))
-    for node, label, extra, color in boxes:
+        kept, cand = nv.branch == s.choice, nv.depth == 1
+        fill = COLORS["committed" if cand else "kept"] if kept else COLORS["pruned"]
+        border = ("#1a7f1a" if kept else "#555", 3 if cand and kept else 2 if cand else 1)
+        extra = f"log q {nv.logq:+.2f}  " + (f"π {s.probs[nv.branch]:.3f}" if cand else f"born step {nv.born}")
+        boxes.append((nv.node, itos(nv.token), extra, fill, *border, 1 if kept else 0.5))
+    for node, token, extra, fill, stroke, width, opacity in boxes:
         x, y = pos[node]
-        grey = color == "#eeeeee"
-        out.append(f'<g opacity="{0.45 if grey else 1}"><rect x="{x}" y="{y}" width="120" height="32" rx="5" '
-                   f'fill="{color}" stroke="#555"/><text x="{x + 6}" y="{y + 13}" font-size="11">{html.escape(label)}</text>'
-                   f'<text x="{x + 6}" y="{y + 27}" font-size="10" fill="#333">{html.escape(extra)}</text></g>')
+        shown = token if len(token) <= 16 else token[:15] + "…"  # the whole token is in the tooltip
+        out.append(f'<g opacity="{opacity}"><title>{html.escape(token)}</title>'
+                   f'<rect x="{x}" y="{y}" width="{bw}" height="{bh}" rx="5" fill="{fill}" stroke="{stroke}" '
+                   f'stroke-width="{width}"/><text x="{x + 7}" y="{y + 17}" font-size="15" font-weight="bold">'
+                   f'{html.escape(shown)}</text><text x="{x + 7}" y="{y + 34}" font-size="13" fill="#222">'
+                   f'{html.escape(extra)}</text></g>')
     out.append("</svg>")
     return "".join(out)
 
 
-def render_html(prompt: list[int], steps: list[StepView], itos=str, title: str = "LBR trace") -> str:
-    """A self-contained page: one panel per step (tree, router probabilities, commit), shown one at a time."""
+def render_html(prompt: list[int], steps: list[StepView], itos=str, title: str = "LBR trace",
+                verdict: bool | str | None = None) -> str:
+    """A self-contained page: a legend, then one panel per step (tree, router probabilities, commit),
+    shown one at a time. The step shown is in the URL (`trace.html#step=3` opens step 3, and
+    stepping updates it), so a step can be linked. `verdict`: whether the committed answer is
+    correct (True / False, e.g. a task's reward), or a line of text; shown under the title."""
     panels = []
     for s in steps:
         probs = "".join(f'<tr class="{"chosen" if k == s.choice else "pruned"}"><td>candidate {k}</td>'
@@ -160,26 +197,186 @@ def render_html(prompt: list[int], steps: list[StepView], itos=str, title: str =
             f'<section class="step" id="step{s.step}"><h2>step {s.step}: root <code>{html.escape(itos(s.root_token))}</code></h2>'
             f'{_svg(s, itos)}<table><tr><th>subtree</th><th>token</th><th>router π</th></tr>{probs}</table>'
             f'<p>commit <b class="commit">{html.escape(itos(s.committed_token))}</b>; the other subtrees are pruned '
-            f'(grey); surviving the shift (now one level up): {shift}</p></section>')
+            f'(faded); surviving the shift (now one level up): {shift}</p></section>')
     committed = " ".join(html.escape(itos(s.committed_token)) for s in steps)
+    verdict_line = ""
+    if verdict is not None:
+        text, cls = (("correct", "ok") if verdict else ("wrong", "bad")) if isinstance(verdict, bool) else (verdict, "")
+        verdict_line = f'<p class="verdict {cls}">committed answer: <b>{html.escape(text)}</b></p>\n'
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:20px}} .step{{display:none}} .step.on{{display:block}}
+<style>body{{font-family:sans-serif;font-size:16px;margin:20px}} .step{{display:none}} .step.on{{display:block}}
 table{{border-collapse:collapse;margin:8px 0}} td,th{{border:1px solid #ccc;padding:2px 8px}}
-tr.chosen{{background:#9be29b}} tr.pruned{{color:#888}} code{{background:#eee;padding:1px 4px}}</style></head>
+tr.chosen{{background:{COLORS['committed']}}} tr.pruned{{color:#888}} code{{background:#eee;padding:1px 4px}}
+.legend{{font-size:14px;max-width:60em;background:#fafafa;border:1px solid #ddd;padding:4px 10px}}
+.sw{{display:inline-block;width:1.4em;height:0.9em;border:1px solid #555;vertical-align:middle}}
+.verdict{{font-size:18px}} .verdict.ok b{{color:#1a7f1a}} .verdict.bad b{{color:#b00020}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>prompt: <code>{html.escape(" ".join(itos(t) for t in prompt))}</code></p>
+{verdict_line}<p>prompt: <code>{html.escape(" ".join(itos(t) for t in prompt))}</code></p>
 <p>committed: <code>{committed}</code></p>
+{LEGEND}
 <p><button onclick="go(-1)">&larr; back</button> <span id="pos"></span>
-<button onclick="go(1)">forward &rarr;</button> (or the arrow keys)</p>
+<button onclick="go(1)">forward &rarr;</button> (or the arrow keys; the address ends in #step=N, a link to
+this step)</p>
 {"".join(panels)}
 <script>
 var i = 0, n = {len(steps)};
-function show() {{ document.querySelectorAll('.step').forEach(function (e, k) {{ e.className = 'step' + (k == i ? ' on' : ''); }});
-  document.getElementById('pos').textContent = 'step ' + i + ' of ' + (n - 1); }}
+function fromHash() {{  // '#step=3' -> 3, clamped to the steps there are; anything else -> 0
+  var m = /^#step=(\\d+)$/.exec(location.hash);
+  return m ? Math.min(n - 1, parseInt(m[1], 10)) : 0; }}
+function show() {{
+  document.querySelectorAll('.step').forEach(function (e, k) {{ e.className = 'step' + (k == i ? ' on' : ''); }});
+  document.getElementById('pos').textContent = 'step ' + i + ' (steps 0 to ' + (n - 1) + ')';
+  if (location.hash != '#step=' + i) location.replace('#step=' + i); }}  // replace: no history entry per step
 function go(d) {{ i = Math.max(0, Math.min(n - 1, i + d)); show(); }}
 document.addEventListener('keydown', function (e) {{ if (e.key == 'ArrowLeft') go(-1); if (e.key == 'ArrowRight') go(1); }});
+window.addEventListener('hashchange', function () {{ i = fromHash(); show(); }});  // a link or an edited address
+i = fromHash();
 show();
 </script>
 </body></html>
 """
+
+
+# ---------------------------------------------------------------------------------------------
+# the command (`python decode.py`, which delegates here, or `python trace_view.py`)
+
+
+@dataclass
+class TraceSetup:
+    """What one traced rollout is decoded from."""
+    model: Transformer
+    router: Router
+    dec: DecodeConfig
+    prompt: list[int]
+    stop_ids: tuple[int, ...]
+    itos: Callable[[int], str]  # token id -> text
+    title: str  # of the HTML page
+
+
+def tiny_setup(args) -> TraceSetup:
+    """A tiny random model over the letters a..k and <eos>, a router made non-uniform to make the
+    trace interesting, and the prompt `a b c`."""
+    letters = "abcdefghijk"
+    eos = len(letters)
+    torch.manual_seed(args.seed)  # weight init only; sampling uses the explicit generator
+    model = Transformer(ModelConfig(vocab_size=eos + 1, n_layer=2, n_head=2, n_kv_head=1, n_embd=32,
+                                    intermediate_size=64, max_seq_len=64)).eval()
+    router = Router(RouterConfig(), model.cfg.n_embd, len(parse_widths(args.widths)))
+    torch.nn.init.normal_(router.mlp_out.weight, std=0.5)
+    dec = CotConfig(max_new_tokens=args.steps) if args.cot else LBRConfig(
+        widths=args.widths, sampler=args.sampler, max_new_tokens=args.steps)
+    return TraceSetup(model, router, dec, [0, 1, 2], (eos,), lambda t: "<eos>" if t == eos else letters[t],
+                      "tiny random model")
+
+
+def task_setup(args) -> TraceSetup:
+    """One evaluation example of --task (drawn with --seed), the --base model, and either a fresh
+    router seeded by --seed or the trained model, router and decoding config of the --run."""
+    if not args.base:
+        raise ValueError("--task needs --base CHECKPOINT (and optionally --run RUN_DIR)")
+    task = get_task(args.task)
+    model = load_sft_model(args.base, task=task)
+    example = task.sample(random.Random(args.seed), "eval")
+    T = task.max_answer_len
+    dec = CotConfig(max_new_tokens=T) if args.cot else LBRConfig(widths=args.widths, sampler=args.sampler,
+                                                                 max_new_tokens=T)
+    with torch.random.fork_rng(devices=[]):  # a fresh router's init from the seed alone
+        torch.manual_seed(args.seed)
+        router = Router(RouterConfig(), model.cfg.n_embd, len(parse_widths(args.widths)))
+    if args.run:
+        path = args.run if os.path.isfile(args.run) else os.path.join(args.run, "rl.pt")
+        if os.path.isdir(args.run) and not os.path.exists(path):
+            raise ValueError(f"--run {args.run} holds no rl.pt: give the --out directory of an rlvr.py run")
+        ckpt = load_pt(path, "--run checkpoint")
+        if "rl_config" not in ckpt:
+            raise ValueError(f"--run {path} is not an RL checkpoint (rlvr.py's rl.pt)")
+        try:
+            model.load_state_dict(ckpt["model"])
+            if ckpt["decoding_kind"] == "LBRConfig" and not args.cot:
+                dec = LBRConfig(**ckpt["decoding"])
+                router = Router(RouterConfig(**ckpt["router_config"]), model.cfg.n_embd, len(dec.widths))
+                router.load_state_dict(ckpt["router"])
+        except RuntimeError as e:  # tensor shapes that do not fit
+            raise ValueError(f"--run {path} was trained from another base model than --base {args.base} "
+                             f"({str(e).splitlines()[0]})") from None
+    return TraceSetup(model, router, dec, example.prompt, task.stop_ids, task.tokenizer.itos.__getitem__,
+                      f"{args.task} example (seed {args.seed}); answer: {task.tokenizer.decode(example.answer)}")
+
+
+def show_saved_rollout(args) -> None:
+    """Print (and with --trace write) rollout --row of a rollouts.pt that rlvr.py saved."""
+    saved = load_pt(args.rollouts, "--rollouts file", kinds=(SequenceTrajectory, SoftTrajectory, TreeTrajectory,
+                                                             CotConfig, SoftConfig, LBRConfig))
+    if not {"trajectory", "rewards", "step"} <= set(saved):
+        raise ValueError(f"--rollouts {args.rollouts} is not a rollouts.pt written by rlvr.py")
+    traj = saved["trajectory"]
+    task_of = saved.get("task"), saved.get("vocab_size")  # printed in another vocabulary, the words are wrong
+    if args.task and task_of != (args.task, get_task(args.task).tokenizer.vocab_size):
+        raise ValueError(f"--rollouts {args.rollouts} holds rollouts of the {task_of[0] or 'unrecorded'} task "
+                         f"({task_of[1] or 'unknown'} tokens), not of --task {args.task}: give "
+                         f"{'--task ' + task_of[0] if task_of[0] else 'no --task'} (token ids without one)")
+    if not 0 <= args.row < len(traj.length):
+        raise ValueError(f"--row {args.row}: the file holds rollouts 0..{len(traj.length) - 1}")
+    itos = get_task(args.task).tokenizer.itos.__getitem__ if args.task else str
+    prompt_tokens, steps = steps_of(traj, args.row)
+    print(render_text(prompt_tokens, steps, itos))
+    print(f"reward {float(saved['rewards'][args.row]):.0f} (RL step {saved['step']})")
+    if args.trace:
+        with open(args.trace, "w", encoding="utf-8") as f:
+            f.write(render_html(prompt_tokens, steps, itos, f"{args.rollouts}, rollout {args.row} "
+                                f"(RL step {saved['step']}, reward {float(saved['rewards'][args.row]):.0f})"))
+        print(f"wrote {args.trace}")
+
+
+def parse_args():
+    ap = ArgumentParser(description="Trace LBR (or cot) decoding step by step.")
+    ap.add_argument("--widths", default="3,2", help="tree widths, e.g. 4,2 or 3,1,1")
+    ap.add_argument("--sampler", default="iid", choices=["iid", "distinct"])
+    ap.add_argument("--steps", type=int, default=3, help="tokens to commit (tiny random model)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cot", action="store_true", help="trace plain token-by-token sampling instead")
+    ap.add_argument("--trace", help="write the trace as a self-contained HTML page to this file")
+    g = ap.add_argument_group("a task example and a trained model instead of the tiny random one")
+    g.add_argument("--task", choices=["planning", "math"], help="trace one evaluation example of this task")
+    g.add_argument("--base", help="pre-trained base model checkpoint (sft.py)")
+    g.add_argument("--run", help="an RL run directory (rlvr.py --out): its trained model, router and decoding config")
+    g.add_argument("--rollouts", help="draw a saved rollout instead (RUN_DIR/rollouts.pt: the latest RL step's); "
+                   "--task names the vocabulary")
+    g.add_argument("--row", type=int, default=0, help="which saved rollout to draw")
+    args = ap.parse_args()
+    # every argument that needs no file is checked before any work
+    check_int("--steps", args.steps, 1)
+    check_int("--row", args.row, 0)
+    if not args.cot:
+        LBRConfig(widths=args.widths, sampler=args.sampler)  # refuses bad widths
+    if args.rollouts and (args.base or args.run):
+        raise ValueError("--rollouts draws a saved rollout: it takes --task (the vocabulary), not --base or --run")
+    if (args.base or args.run) and not args.task:
+        raise ValueError("--base and --run need --task planning|math (the task whose example is traced)")
+    if args.trace:
+        check_out_file(args.trace, "--trace")
+    return args
+
+
+def main() -> None:
+    """Decode one rollout and print its steps (with --trace, also write them as an HTML page)."""
+    args = parse_args()
+    if args.rollouts:
+        show_saved_rollout(args)
+        return
+    g = torch.Generator().manual_seed(args.seed)
+    s = task_setup(args) if args.task else tiny_setup(args)
+    traj = generate(s.model, s.router, [s.prompt], s.dec, s.stop_ids, g)
+    prompt_tokens, steps = steps_of(traj, 0)
+    print(render_text(prompt_tokens, steps, s.itos))
+    print(f"log P(τ) = {float(traj.recorded_logprob()[0]):.3f}: {int(traj.forward_tokens()[0])} forward tokens "
+          f"for {int(traj.length[0])} committed tokens")
+    if args.trace:
+        with open(args.trace, "w", encoding="utf-8") as f:
+            f.write(render_html(prompt_tokens, steps, s.itos, s.title))
+        print(f"wrote {args.trace}")
+
+
+if __name__ == "__main__":
+    run(main)

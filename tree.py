@@ -1,7 +1,7 @@
 """
 The local tree of LBR, for a batch of sequences, and the union tree a trajectory leaves behind.
 
-The local tree (DESIGN §1) is rooted at the last committed token. Its shape is a widths tuple
+The local tree (docs/DESIGN.md §2.1) is rooted at the last committed token. Its shape is a widths tuple
 w = (w1, ..., wD): a node at depth d-1 has up to w_d children (EOS nodes have none). Widths
 must be non-increasing, so that the subtree kept after a commit always fits the shape again.
 
@@ -18,7 +18,7 @@ Three parts:
    so a trajectory is one tree given by parent pointers; `ancestor_mask`, `children_table` and
    `subtree_members` rebuild from those pointers what the decoder saw.
 
-The sibling samplers, with the probability q(n) each assigns to a new node (DESIGN §1):
+The sibling samplers, with the probability q(n) each assigns to a new node (docs/DESIGN.md §2.2):
   iid       children are independent draws:            q(n) = p(t)
   distinct  without replacement among siblings:        q(n) = p(t) / (1 - Σ_{earlier siblings s} p(s))
 `birth_logq` computes log q(n); the decoder and the replay both call it.
@@ -28,7 +28,6 @@ Run `python tree.py 4,2` to print the slot layout and shift map of a shape.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -180,13 +179,14 @@ class LocalTree:
         tree.hidden[:, 0], tree.node[:, 0] = root_hidden, root_node
         return tree
 
-    def missing(self, active: Tensor, eos_id: int) -> Tensor:
-        """(B, N) bool: empty slots whose parent is alive (hence forwarded) and not EOS, in active rows.
+    def missing(self, active: Tensor, stop_ids: Tensor) -> Tensor:
+        """(B, N) bool: empty slots whose parent is alive (hence forwarded) and not a stop id (EOS:
+        any of the 1-D tensor `stop_ids`), in active rows.
 
         Called once per wave: the children of a node born in this wave wait for the next one.
         """
         par = self.shape.parent.clamp(min=0)
-        can_have_children = self.alive & (self.tok != eos_id)  # (B, N)
+        can_have_children = self.alive & ~torch.isin(self.tok, stop_ids)  # (B, N)
         return can_have_children[:, par] & (self.shape.parent >= 0) & ~self.alive & active[:, None]
 
     def sample_children(self, need: Tensor, cols: Tensor, logp: Tensor, sampler: str,
@@ -315,8 +315,15 @@ def subtree_members(children: Tensor, birth_step: Tensor, cand: Tensor, step: Te
 
 
 def main() -> None:
-    print(TreeShape.from_widths(sys.argv[1] if len(sys.argv) > 1 else "4,2").layout())
+    from cli import ArgumentParser  # the command line's helper; the tree itself needs none
+    ap = ArgumentParser(description="Print the slot layout and the shift map of a local tree shape "
+                        "(slot, depth, parent, sibling index; shift[i, j] = the old slot that new slot j "
+                        "holds after committing candidate i, -1 = empty).")
+    ap.add_argument("widths", nargs="?", default="4,2", help="non-increasing widths per level, e.g. 4,2 or 3,1,1 "
+                    "(default 4,2)")
+    print(TreeShape.from_widths(ap.parse_args().widths).layout())
 
 
 if __name__ == "__main__":
-    main()
+    from cli import run
+    run(main)

@@ -1,11 +1,17 @@
 """
-What every task shares: the `Example` record and the teacher-forcing batch builder.
+What every task shares: the `Example` record, the teacher-forcing batch builder, and `Seeds`, how
+every random stream of a run (examples, sampling generators) derives from the run's one seed.
 
 A task (tasks/planning.py, tasks/math.py) is a class with:
-    name, tokenizer, eos_id, max_answer_len
+    name, tokenizer, max_answer_len
+    eos_id                                           the EOS id its answers end with
+    stop_ids: tuple[int, ...]                        the ids that end a rollout (the decoders' stop set;
+                                                     (eos_id,) for the toy tasks, several for real models)
     sample(rng: random.Random, split) -> Example     one prompt/answer pair ('train' or 'eval')
     reward(example, completion: list[int]) -> float 0/1 verifiable reward of a completion
-    health(model, examples) -> dict                 the task's health checks of a pre-trained model
+    health(model, examples, greedy) -> dict         the task's health checks of a pre-trained model;
+                                                     greedy: a greedy decoder (decode.greedy_completions)
+                                                     passed in by the caller, so tasks import no decoder
     difficulty(example) -> str                       the label results are broken down by ('j2', 'ops3')
 so that sft.py and rlvr.py treat tasks alike.
 """
@@ -25,6 +31,47 @@ class Example:
     answer: list[int]  # token ids of the reference answer, ending with EOS
     info: dict = field(default_factory=dict)  # task-specific facts (target depth, number of operations, ...)
     loss_mask: list[bool] | None = None  # which answer tokens supervised training learns (None: all)
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """The seed of every random stream of a run, derived from its one seed (`--seed`): the same
+    command draws the same examples and samples the same tokens, however the work is split.
+
+        train_step(step)            seed * 1_000_003 + step   the examples of training step `step`
+                                                              (sft.py's batches, rlvr.py's prompts)
+        train_step(step, shard=s)   ... + s * 1_000_000_007   the sampling generator of rollout shard s
+        eval_examples               10_000 + seed             the evaluation problems (split 'eval') of
+                                                              sft.py's health checks and rlvr.py
+        experiment_eval_examples    20_000 + seed             the experiments' evaluation problems: others
+                                                              than those their base model's health used
+        eval_sampling(rank)         seed + 7919 * rank        the evaluation sampler of process `rank`
+
+    The multipliers keep the streams apart: 1_000_003 is a prime above any step count, so
+    (seed, step) -> seed * 1_000_003 + step is one-to-one for step < 1_000_003; 1_000_000_007 is a
+    prime above every such value with seed < 999, so no shard's generator repeats another shard's
+    or another step's. (Shard 0's number equals the step's examples' number, but one seeds
+    random.Random through make_examples' "task:split:seed" string and the other a torch.Generator:
+    different streams.) The evaluation problems are a stream of their own already (split 'eval');
+    the offsets 10_000 and 20_000 are kept because the results in results/ were made with them.
+    7919 (the 1000th prime) gives each process of a torchrun evaluation its own sampler; a single
+    process samples with the run's seed itself.
+    """
+    seed: int  # the run's --seed
+
+    def train_step(self, step: int, shard: int = 0) -> int:
+        return self.seed * 1_000_003 + step + shard * 1_000_000_007
+
+    @property
+    def eval_examples(self) -> int:
+        return 10_000 + self.seed
+
+    @property
+    def experiment_eval_examples(self) -> int:
+        return 20_000 + self.seed
+
+    def eval_sampling(self, rank: int = 0) -> int:
+        return self.seed + 7919 * rank
 
 
 def make_examples(task, n: int, seed: int, split: str) -> list[Example]:

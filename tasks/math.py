@@ -1,5 +1,5 @@
 """
-Math task "mod chain" (DESIGN §6.2), and the GSM8K format for real models.
+Math task "mod chain" (docs/DESIGN.md §7.3).
 
 Mod chain: a shrunken, program-generated iGSM-style problem. Shuffled statements assign
 constants or combine two variables; a query names one variable; all arithmetic is mod `p`:
@@ -9,7 +9,7 @@ constants or combine two variables; a query names one variable; all arithmetic i
 
 The answer has one line per *needed* operation, in dependency order: the operation restated by
 name, then with its operands' values substituted, and its result; then `# result`. Restating
-(`restate`, on by default; DESIGN §6.2's lines are `k = 5 * 3 = 4 ;`) turns each operand value
+(`restate`, on by default; without it a line is `k = 5 * 3 = 4 ;`, docs/DESIGN.md §7.3) turns each operand value
 into a one-hop lookup of the name just written; without it a value is a two-hop lookup (find
 the statement of k, read the operand's name, find its value). Measured on the tiny model after
 2.5k steps without restating: teacher-forced accuracy 100% on results (the arithmetic) but
@@ -19,26 +19,19 @@ default, see `reward`), re-executes every line of the working against the progra
 supervised pre-training, RL and evaluation each draw it from their own list (`train_ops`,
 `rl_ops`, `eval_ops`).
 
-GSM8K format: `load_gsm8k(path)` reads `{"question", "answer"}` lines whose answer ends with
-`#### n`; `extract_answer(text)` pulls the final number out of a model's completion (the last
-`####`, else the last number); `same_number(a, b)` compares numerically after normalising commas,
-`$`, `%` and trailing `.0`. This is the path a user takes with a real model and tokenizer
-(`--model DIR --data FILE`); the tests check it against the real files.
+Real math word problems (GSM8K, MATH) for pretrained models are tasks/word_problems.py.
 
 Run `python -m tasks.math` to print a few examples.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import re
 from dataclasses import dataclass
-from fractions import Fraction
 
 import torch
 
-from tasks.common import Example
+from tasks.common import Example, teacher_forced_logits
 from tokenizer import WordTokenizer
 
 VAR_NAMES = "abcdefghijklmnopqrstuvwxyz"
@@ -49,7 +42,7 @@ class MathConfig:
     p: int = 11  # modulus of every operation
     n_vars: int = 20  # variable names (the first n_vars lower-case letters)
     ops: str = "+-*"  # operators in use
-    # Operations per problem. DESIGN §6.2 suggests RL on 3-5; measured on the tiny model (2 layers,
+    # Operations per problem. The first plan was RL on 3-5 (docs/DESIGN.md §7.3, §8.4); measured on the tiny model (2 layers,
     # d = 64, 2k steps), the strict Pass@32 (see `reward`) is 1.0 / 0.18 / 0.06 at 1 / 2 / 3
     # operations and 0 at 4 and 5: no reward to learn from there, so RL and evaluation use 1-3.
     train_ops: tuple[int, ...] = (1, 2, 3)  # for supervised pre-training
@@ -94,6 +87,7 @@ class MathTask:
         words = list(VAR_NAMES[: self.cfg.n_vars]) + [str(i) for i in range(self.cfg.p)] + list(self.cfg.ops)
         self.tokenizer = WordTokenizer(words + ["=", ";", "?", "#", "<eos>"])
         self.eos_id = self.tokenizer.eos_id
+        self.stop_ids = (self.eos_id,)  # the ids that end a rollout (tasks/common.py)
         self.hash_id = self.tokenizer.stoi["#"]  # ends the working: the soft baseline turns discrete after it
 
     @property
@@ -207,21 +201,17 @@ class MathTask:
         return float(not self.cfg.verify_lines or self.lines_correct(example, completion))
 
     @torch.no_grad()
-    def health(self, model, examples: list[Example]) -> dict[str, float]:
-        """Health of a pre-trained model on `examples` (eval split):
+    def health(self, model, examples: list[Example], greedy) -> dict[str, float]:
+        """Health of a pre-trained model on `examples` (eval split); `greedy` is a greedy decoder
+        (decode.greedy_completions: model, prompts, stop ids, max new tokens -> completions):
         tf_acc          teacher-forced argmax accuracy over the answer tokens;
         greedy_acc      greedy decoding gets the final answer right (reward 1);
         greedy_acc_opsN the same per number of operations N (want: well below 1 on the RL
-                        difficulties, so that RL has room; DESIGN §6.2)."""
-        from decode import CotConfig, decode_cot  # local: keeps the task importable without a model
-        from tasks.common import teacher_forced_logits
+                        difficulties, so that RL has room; docs/DESIGN.md §7.3)."""
         logp, targets, mask = teacher_forced_logits(model, examples)
         out = {"tf_acc": float((logp.argmax(-1) == targets)[mask].float().mean())}
-        dec = CotConfig(greedy=True, max_new_tokens=self.max_answer_len)
-        g = torch.Generator(model.embed_tokens.weight.device).manual_seed(0)
-        traj = decode_cot(model, [e.prompt for e in examples], dec, self.eos_id, g)
-        comp, length = traj.completion.tolist(), traj.length.tolist()
-        ok = torch.tensor([self.reward(e, comp[i][: length[i]]) for i, e in enumerate(examples)])
+        completions = greedy(model, [e.prompt for e in examples], self.stop_ids, self.max_answer_len)
+        ok = torch.tensor([self.reward(e, c) for e, c in zip(examples, completions)])
         out["greedy_acc"] = float(ok.mean())
         for n in sorted({e.info["ops"] for e in examples}):
             sel = torch.tensor([e.info["ops"] == n for e in examples])
@@ -229,117 +219,11 @@ class MathTask:
         return out
 
 
-# ---------------------------------------------------------------------------------------------
-# GSM8K format
-
-_NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?%?|-?\$?\s*\.\d+%?")
-
-
-@dataclass
-class GSM8KItem:
-    question: str
-    answer: str  # the full reference solution
-    gold: str  # the normalised final number after `####`
-    line: int  # line number in the file (1-based)
-
-
-def normalize_number(text: str) -> str | None:
-    """'$1,200.00' -> '1200', '-3.50' -> '-3.5', '45%' -> '45', '7.' -> '7'; None if not a number.
-
-    Whole values become integers ('12.0' -> '12'); other decimals lose trailing zeros."""
-    s = text.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip("%").rstrip(".")
-    if not re.fullmatch(r"-?(\d+(\.\d*)?|\.\d+)", s):
-        return None
-    v = Fraction(s)
-    if v.denominator == 1:
-        return str(v.numerator)
-    sign, digits = ("-", s[1:]) if s.startswith("-") else ("", s)
-    return sign + ("0" + digits if digits.startswith(".") else digits).rstrip("0")
-
-
-def extract_answer(text: str) -> str | None:
-    """The final numeric answer of a completion, normalised: the number after the last `####`
-    if there is one, else the last number in the text; None if there is no number."""
-    if "####" in text:
-        tail = text.rsplit("####", 1)[1]
-        m = _NUMBER.search(tail)
-        return normalize_number(m.group()) if m else None
-    found = _NUMBER.findall(text)
-    return normalize_number(found[-1]) if found else None
-
-
-def same_number(a: str | None, b: str | None) -> bool:
-    """Numeric equality of two answers ('1,200' == '1200.0'); False if either is missing."""
-    a, b = normalize_number(a) if a else None, normalize_number(b) if b else None
-    return a is not None and b is not None and Fraction(a) == Fraction(b)
-
-
-def load_gsm8k(path: str, strict: bool = False) -> list[GSM8KItem]:
-    """Read a GSM8K-format JSONL file. A malformed line (bad JSON, missing field, no `#### n`)
-    raises ValueError naming its line number if `strict`, else it is reported on stderr and
-    skipped; nothing is dropped silently."""
-    import sys
-    items, bad = [], []
-    with open(path, encoding="utf-8") as f:
-        for i, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-                if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
-                    raise ValueError('needs string fields "question" and "answer"')
-                if "####" not in row["answer"]:
-                    raise ValueError('the answer has no "#### n" line')
-                gold = normalize_number(row["answer"].rsplit("####", 1)[1])
-                if gold is None:
-                    raise ValueError(f"the text after #### is not a number: {row['answer'].rsplit('####', 1)[1].strip()!r}")
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                msg = f"{path}:{i}: malformed GSM8K line: {e}"
-                if strict:
-                    raise ValueError(msg + " (fix the line, or drop --strict to skip such lines)") from None
-                bad.append(msg)
-                continue
-            items.append(GSM8KItem(question=row["question"], answer=row["answer"], gold=gold, line=i))
-    for msg in bad:
-        print(f"skipped {msg}", file=sys.stderr)
-    return items
-
-
-class GSM8KTask:
-    """GSM8K-format problems for a pretrained model with its own tokenizer (tokenizer.BPETokenizer):
-    the question in a ChatML user turn that asks for a final `#### n` line; reward 1 if the
-    number extracted from the decoded completion equals the gold answer."""
-    name = "gsm8k"
-    instruction = "Solve the problem step by step. End with a line '#### <number>'."
-
-    def __init__(self, items: list[GSM8KItem], tokenizer, eos: str = "<|im_end|>", max_answer_len: int = 512,
-                 eval_items: list[GSM8KItem] | None = None):
-        if not items:
-            raise ValueError("no GSM8K problems to train on: check --data")
-        self.items, self.eval_items = items, eval_items or items
-        self.tokenizer, self.eos_id, self.max_answer_len = tokenizer, tokenizer.token_id(eos), max_answer_len
-
-    def difficulty(self, example: Example) -> str:
-        return "gsm8k"
-
-    def example(self, item: GSM8KItem) -> Example:
-        from tokenizer import chatml  # local: keeps this module importable on its own
-        prompt = chatml([{"role": "user", "content": f"{item.question}\n{self.instruction}"}])
-        answer = self.tokenizer.encode(item.answer) + [self.eos_id]
-        return Example(prompt=self.tokenizer.encode(prompt), answer=answer, info={"gold": item.gold, "line": item.line})
-
-    def sample(self, rng: random.Random, split: str = "train") -> Example:
-        return self.example(rng.choice(self.eval_items if split == "eval" else self.items))
-
-    def reward(self, example: Example, completion: list[int]) -> float:
-        text = self.tokenizer.decode([t for t in completion if t != self.eos_id], skip_special=True)
-        return float(same_number(extract_answer(text), example.info["gold"]))
-
-    def health(self, model, examples: list[Example]) -> dict[str, float]:
-        return {}
-
-
 def main() -> None:
+    from cli import ArgumentParser  # the command line's helper; the task itself needs none
+    ArgumentParser(prog="python -m tasks.math",
+                   description="Print a few examples of the mod-chain math task (one per split: train, rl, "
+                   "eval): prompt -> answer, in the task's words.").parse_args()
     task = MathTask()
     rng = random.Random(0)
     for split in ["train", "rl", "eval"]:
@@ -348,4 +232,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cli import run
+    run(main)

@@ -1,5 +1,5 @@
 """
-Planning task "subgoal star" (DESIGN §6.1): find the path from s to a target hidden inside one
+Planning task "subgoal star" (docs/DESIGN.md §7.1): find the path from s to a target hidden inside one
 arm of a star graph.
 
 A start node s has `n_arms` arms of `arm_len` nodes each; node labels are drawn without reuse
@@ -36,13 +36,13 @@ from dataclasses import dataclass
 
 import torch
 
-from tasks.common import Example
+from tasks.common import Example, teacher_forced_logits
 from tokenizer import WordTokenizer
 
 
 @dataclass
 class PlanningConfig:
-    n_arms: int = 4  # arms per centre (D in DESIGN §6.1): the branching of the first decision
+    n_arms: int = 4  # arms per centre (docs/DESIGN.md §7.1): the branching of the first decision
     arm_len: int = 4  # nodes per arm (L)
     n_labels: int = 40  # node labels drawn without reuse per graph (N)
     hubs: int = 0  # subgoal hubs on the path (H); 0 = the plain star
@@ -69,6 +69,7 @@ class PlanningTask:
         self.cfg = cfg or PlanningConfig()
         self.tokenizer = WordTokenizer([str(i) for i in range(self.cfg.n_labels)] + [",", "/", "=", "*", "<eos>"])
         self.eos_id = self.tokenizer.eos_id
+        self.stop_ids = (self.eos_id,)  # the ids that end a rollout (tasks/common.py)
         self.hub_mark = self.tokenizer.stoi["*"]
 
     @property
@@ -137,8 +138,9 @@ class PlanningTask:
         return [self.tokenizer.stoi[str(v)] for u, v in example.info["edges"] if u == s]
 
     @torch.no_grad()
-    def health(self, model, examples: list[Example]) -> dict[str, float]:
-        """The health checks of DESIGN §6.1, by teacher forcing on `examples` (evaluation depths):
+    def health(self, model, examples: list[Example], greedy) -> dict[str, float]:
+        """The health checks of docs/DESIGN.md §7.2, by teacher forcing on `examples` (evaluation depths;
+        `greedy`, the greedy decoder every task's health receives, is not needed here):
         tf_acc_rest     argmax accuracy on the answer tokens after the first (want >= 0.99);
         first_is_child  the first answer token (argmax) is a child of s (want >= 0.99);
         p_child         probability mass of the first token on the children of s: how often a
@@ -147,7 +149,6 @@ class PlanningTask:
         first_acc       argmax accuracy of the first token (want about 1/n_arms: the model cannot plan);
         first_acc_j     the same per target depth j (j = 1 is a one-edge check, which small models learn).
         """
-        from tasks.common import teacher_forced_logits  # local: keeps the task importable without a model
         logp, targets, mask = teacher_forced_logits(model, examples)  # (B, A, V), (B, A), (B, A)
         pred = logp.argmax(-1)
         rest = mask.clone()
@@ -168,6 +169,10 @@ class PlanningTask:
 
 
 def main() -> None:
+    from cli import ArgumentParser  # the command line's helper; the task itself needs none
+    ArgumentParser(prog="python -m tasks.planning",
+                   description="Print a few examples of the planning task (a training and an evaluation "
+                   "example, and one with a hub): prompt -> answer, in the task's words.").parse_args()
     task = PlanningTask(PlanningConfig())
     rng = random.Random(0)
     for split in ["train", "eval"]:
@@ -179,4 +184,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cli import run
+    run(main)

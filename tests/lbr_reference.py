@@ -144,7 +144,7 @@ def to_trajectory(leaves: list[Leaf], prompt_len: int, cfg: LBRConfig, eos: int)
         tokens[b, :m], parent[b, :m], birth[b, :m] = torch.tensor(st.tokens), torch.tensor(st.parent), torch.tensor(st.birth)
         choice[b, :s] = torch.tensor(st.choices)
         completion[b, :s] = torch.tensor([st.tokens[c] for c in st.committed])
-    return TreeTrajectory(cfg=cfg, eos_id=eos, prompt_len=torch.full((B,), prompt_len), tokens=tokens, parent=parent,
+    return TreeTrajectory(cfg=cfg, stop_ids=(eos,), prompt_len=torch.full((B,), prompt_len), tokens=tokens, parent=parent,
                           birth_step=birth, logq=torch.zeros(B, M),
                           n_nodes=torch.tensor([len(lf.state.tokens) for lf in leaves]), choice=choice,
                           router_logp=torch.zeros(B, S, cfg.widths[0]), completion=completion,

@@ -1,6 +1,7 @@
-"""Checkpoints: our safetensors reader/writer, malformed files (a fuzz test), and Llama/Qwen2
-checkpoints written by `transformers` (a test-only oracle; skipped without it) giving the same
-logits and greedy continuation in our model."""
+"""Checkpoints: our safetensors reader/writer, malformed files (the format's rules one by one, and
+a fuzz test), and Llama / Llama 3 (RoPE scaling) / Qwen2 / Qwen3 checkpoints written by
+`transformers` (a test-only oracle; skipped without it) giving the same logits and greedy
+continuation in our model; config fields we do not implement are refused by name; stop ids."""
 
 import json
 import os
@@ -10,7 +11,7 @@ import struct
 import pytest
 import torch
 
-from checkpoint import load_pretrained, read_safetensors, write_safetensors
+from checkpoint import config_from_hf, load_pretrained, read_safetensors, stop_ids, write_safetensors
 
 
 def sample_tensors() -> dict[str, torch.Tensor]:
@@ -70,6 +71,11 @@ def _join(path, header, data, n=None):
     (lambda h, d: (h, d[:-3], None), "out of bounds"),
     (lambda h, d: ({**h, "a.weight": {"dtype": "F32", "shape": [3, 4]}}, d, None), "exactly the fields"),
     (lambda h, d: ([1, 2], d, None), "JSON object"),
+    # the format's layout rules: the data buffer is covered exactly, no gap, no trailing bytes
+    (lambda h, d: (h, d + b"\0" * 8, None), "8 trailing bytes"),
+    (lambda h, d: ({k: v for k, v in h.items() if k != "a.weight"}, d, None), "gap of 48 bytes"),
+    (lambda h, d: ({**h, "__metadata__": {"format": 1}}, d, None), "strings to strings"),
+    (lambda h, d: ({**h, "__metadata__": ["pt"]}, d, None), "strings to strings"),
 ])
 def test_malformed_files_raise_clear_errors(tmp_path, mutation, match):
     path = str(tmp_path / "m.safetensors")
@@ -79,6 +85,28 @@ def test_malformed_files_raise_clear_errors(tmp_path, mutation, match):
     with pytest.raises(ValueError, match=match) as err:
         read_safetensors(path)
     assert "m.safetensors" in str(err.value)
+
+
+def test_duplicate_names_and_reserved_names_are_refused(tmp_path):
+    """A header naming a tensor twice is ambiguous (json.loads would keep the last silently); the
+    writer cannot store a tensor named like the metadata key, nor non-string metadata."""
+    path = str(tmp_path / "d.safetensors")
+    write_safetensors({"a": torch.ones(2), "b": torch.zeros(2)}, path)
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    text = raw[8: 8 + n].decode().rstrip()
+    header = json.loads(text)
+    b = json.dumps(header["b"])
+    dup = text[:-1] + f',"a":{b}}}'  # "a" a second time, pointing at b's bytes
+    open(path, "wb").write(struct.pack("<Q", len(dup)) + dup.encode() + raw[8 + n:])
+    with pytest.raises(ValueError, match="'a' appears twice"):
+        read_safetensors(path)
+    with pytest.raises(ValueError, match="__metadata__"):
+        write_safetensors({"__metadata__": torch.ones(1)}, path)
+    with pytest.raises(ValueError, match="strings to strings"):
+        write_safetensors({"a": torch.ones(1)}, path, metadata={"step": 3})
+    write_safetensors({"a": torch.ones(1)}, path, metadata={"step": "3"})
+    assert list(read_safetensors(path)) == ["a"]
 
 
 def test_fuzz_header_bytes(tmp_path):
@@ -113,46 +141,95 @@ def test_fuzz_header_bytes(tmp_path):
 # parity with transformers (test-only oracle)
 
 
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 256}
+
+
 def _hf_model(kind: str, tie: bool):
+    """A tiny random checkpoint of a family. qwen3: head_dim 12 != hidden 32 / 4 heads, GQA 4/2;
+    llama3: RoPE scaling with an original context of 256 and head_dim 16, so that its 8
+    frequencies fall in all three bands (kept: wavelength < 64, blended: 64..256, stretched)."""
     transformers = pytest.importorskip("transformers")
     common = dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6, rope_theta=5000.0,
-                  tie_word_embeddings=tie)
+                  num_key_value_heads=2, max_position_embeddings=1024, rms_norm_eps=1e-6, tie_word_embeddings=tie)
     if kind == "qwen2":
-        cfg = transformers.Qwen2Config(**common)
-        model = transformers.Qwen2ForCausalLM(cfg)
-    else:
-        cfg = transformers.LlamaConfig(**common)
-        model = transformers.LlamaForCausalLM(cfg)
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common, rope_theta=5000.0))
+    elif kind == "qwen3":
+        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common, head_dim=12, rope_theta=5000.0))
+    elif kind == "llama":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, rope_theta=5000.0))
+    else:  # llama3
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            **{**common, "hidden_size": 64, "intermediate_size": 96}, rope_parameters=dict(LLAMA3_ROPE)))
     torch.manual_seed(0)
-    with torch.no_grad():  # HF's init is small (std 0.02); make every weight and bias matter
+    with torch.no_grad():  # HF's init is small (std 0.02); make every weight, bias and norm matter
         for p in model.parameters():
             p.normal_(0, 0.3)
     return model.eval()
 
 
+def _to_old_rope_layout(directory) -> None:
+    """Rewrite config.json the way Llama 3.1/3.2 files on the Hub have it: `rope_theta` at the top
+    and the scaling in `rope_scaling`."""
+    path = directory / "config.json"
+    cfg = json.loads(path.read_text())
+    rope = cfg.pop("rope_parameters")
+    path.write_text(json.dumps(cfg | {"rope_theta": rope.pop("rope_theta"), "rope_scaling": rope}))
+
+
 @pytest.mark.parametrize("kind,tie,shard", [("qwen2", False, False), ("qwen2", True, True), ("llama", False, True),
-                                            ("llama", True, False)])
+                                            ("llama", True, False), ("qwen3", False, False), ("qwen3", True, True),
+                                            ("llama3", True, False), ("llama3-old-layout", False, True)])
 def test_transformers_checkpoint_gives_the_same_logits(tmp_path, kind, tie, shard):
-    hf = _hf_model(kind, tie)
+    """Logits of a batch (fp32, atol 1e-4) and a greedy continuation through our KV-cached
+    decoder; llama3 at positions up to 300, beyond its original context of 256."""
+    transformers = pytest.importorskip("transformers")
+    hf = _hf_model(kind.removesuffix("-old-layout"), tie)
     hf.save_pretrained(str(tmp_path), max_shard_size="20KB" if shard else "1GB")
     if shard:
         assert os.path.exists(tmp_path / "model.safetensors.index.json")
+    if kind.endswith("old-layout"):
+        _to_old_rope_layout(tmp_path)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()  # as transformers reads it
+        assert hf.config.rope_parameters["rope_type"] == "llama3"
     ours = load_pretrained(str(tmp_path))
     assert ours.cfg.qkv_bias == (kind == "qwen2") and ours.cfg.tie_embeddings == tie
-    ids = torch.randint(0, 50, (3, 17), generator=torch.Generator().manual_seed(1))
+    assert ours.cfg.qk_norm == (kind == "qwen3") and ours.cfg.head_dim == {"qwen3": 12, "llama3": 16}.get(kind[:6], 8)
+    assert ours.cfg.rope_type == ("llama3" if kind.startswith("llama3") else "default")
+    T = 300 if kind.startswith("llama3") else 17
+    ids = torch.randint(0, 50, (3, T), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = hf(ids).logits
         got = ours(ids)[0]
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
-    # the same greedy continuation, ours through the KV-cached decoder
+    # a greedy continuation through our KV-cached decoder: each token is the argmax of transformers'
+    # logits for the sequence so far (up to rounding: two implementations may break a near-tie apart)
     from decode import CotConfig, decode_cot
-    prompt = [5, 7, 11, 2]
+    prompt = ids[0, : T - 12].tolist()
+    traj = decode_cot(ours, [prompt], CotConfig(greedy=True, max_new_tokens=12), stop_ids=(), generator=torch.Generator())
+    done = traj.completion[0].tolist()
+    assert len(done) == 12
     with torch.no_grad():
-        hf_out = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None,
-                             pad_token_id=0)[0, len(prompt):].tolist()
-    traj = decode_cot(ours, [prompt], CotConfig(greedy=True, max_new_tokens=12), eos_id=-1, generator=torch.Generator())
-    assert traj.completion[0].tolist() == hf_out
+        hf_logits = hf(torch.tensor([prompt + done])).logits[0, len(prompt) - 1: -1]  # (12, V)
+    chosen = hf_logits.gather(1, torch.tensor(done)[:, None]).squeeze(1)
+    assert (chosen >= hf_logits.max(1).values - 1e-4).all()
+
+
+def test_llama3_scaling_changes_only_the_long_wavelengths():
+    """The three bands of Llama 3.1's RoPE scaling, by hand: kept, blended, divided by the factor."""
+    from model import ModelConfig, rope_frequencies
+    plain = ModelConfig(n_embd=64, n_head=4, n_kv_head=2)  # head_dim 16: ω_i = 10000^(-i/8), i = 0..7
+    scaled = ModelConfig(n_embd=64, n_head=4, n_kv_head=2, rope_type="llama3", rope_factor=8.0,
+                         rope_original_max_len=256)
+    w, ws = rope_frequencies(plain, "cpu"), rope_frequencies(scaled, "cpu")
+    wavelen = 2 * torch.pi / w
+    keep, stretch = wavelen < 256 / 4, wavelen > 256 / 1
+    assert keep.sum() == 3 and stretch.sum() == 4  # and one in between
+    torch.testing.assert_close(ws[keep], w[keep], rtol=0, atol=0)
+    torch.testing.assert_close(ws[stretch], w[stretch] / 8)
+    mid = ~keep & ~stretch
+    s = (256 / wavelen[mid] - 1) / (4 - 1)
+    torch.testing.assert_close(ws[mid], (1 - s) * w[mid] / 8 + s * w[mid])
 
 
 def test_loader_refuses_bad_checkpoints(tmp_path):
@@ -176,16 +253,120 @@ def test_loader_refuses_bad_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="model_type 'mistral'"):
         load_pretrained(str(tmp_path))
     cfg_path.write_text(json.dumps({**cfg, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}))
-    with pytest.raises(ValueError, match="RoPE scaling"):
+    with pytest.raises(ValueError, match="rope_scaling.rope_type 'yarn'"):
         load_pretrained(str(tmp_path))
     cfg_path.write_text(json.dumps({**cfg, "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}}))
-    with pytest.raises(ValueError, match="RoPE scaling"):
+    with pytest.raises(ValueError, match="rope_parameters.low_freq_factor is missing"):
+        load_pretrained(str(tmp_path))
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ValueError, match="no config.json"):
         load_pretrained(str(tmp_path))
     old_style = {k: v for k, v in cfg.items() if k != "rope_parameters"} | {"rope_theta": 5000.0}
     cfg_path.write_text(json.dumps(old_style))  # the layout of older config.json files
     assert load_pretrained(str(tmp_path)).cfg.rope_theta == 5000.0
     cfg_path.write_text(json.dumps(cfg))
     assert load_pretrained(str(tmp_path)).cfg.n_layer == 2
+
+
+QWEN3_CONFIG = {  # the fields of Qwen3-0.6B's config.json (the values of the smallest real model)
+    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 151643,
+    "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024, "initializer_range": 0.02,
+    "intermediate_size": 3072, "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+    "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8, "rms_norm_eps": 1e-06,
+    "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None, "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False,
+    "vocab_size": 151936}
+LLAMA32_ROPE = {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192,
+                "rope_type": "llama3"}  # Llama-3.2-1B's rope_scaling
+
+
+def test_real_configs_map_to_our_config():
+    cfg = config_from_hf(QWEN3_CONFIG)
+    assert (cfg.head_dim, cfg.n_embd, cfg.n_head, cfg.n_kv_head, cfg.qk_norm, cfg.qkv_bias, cfg.rope_theta) == \
+        (128, 1024, 16, 8, True, False, 1e6)
+    llama = {**QWEN3_CONFIG, "model_type": "llama", "head_dim": 64, "hidden_size": 2048, "num_attention_heads": 32,
+             "mlp_bias": False, "pretraining_tp": 1, "rope_theta": 500000.0, "rope_scaling": LLAMA32_ROPE,
+             "eos_token_id": [128001, 128008, 128009]}
+    cfg = config_from_hf(llama)
+    assert (cfg.rope_type, cfg.rope_factor, cfg.rope_original_max_len, cfg.rope_theta, cfg.qk_norm) == \
+        ("llama3", 32.0, 8192, 5e5, False)
+    no_original = {k: v for k, v in LLAMA32_ROPE.items() if k != "original_max_position_embeddings"}
+    assert config_from_hf({**llama, "rope_scaling": no_original}).rope_original_max_len == 40960  # transformers' default
+    new_layout = {k: v for k, v in llama.items() if k not in ("rope_scaling", "rope_theta")}
+    cfg2 = config_from_hf({**new_layout, "rope_parameters": {**LLAMA32_ROPE, "rope_theta": 500000.0}})
+    assert cfg2 == cfg
+    assert config_from_hf({**QWEN3_CONFIG, "rope_scaling": {"type": "default"}}).rope_type == "default"
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"model_type": "gemma"}, "model_type 'gemma'"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"attention_bias": True}, "attention_bias True"),
+    ({"attention_dropout": 0.1}, "attention_dropout 0.1"),
+    ({"use_sliding_window": True}, "use_sliding_window True"),
+    ({"layer_types": ["full_attention", "sliding_attention"]}, "layer_types"),
+    ({"partial_rotary_factor": 0.5}, "partial_rotary_factor 0.5"),
+    ({"quantization_config": {"quant_method": "awq"}}, "quantization_config"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling.rope_type 'yarn'"),
+    ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling.rope_type 'linear'"),
+    ({"rope_scaling": {**LLAMA32_ROPE, "attention_factor": 1.0}}, "rope_scaling.attention_factor"),
+    ({"rope_scaling": {**LLAMA32_ROPE, "factor": "8"}}, "rope_scaling.factor must be a number"),
+    ({"rope_scaling": {**LLAMA32_ROPE, "low_freq_factor": 4.0}}, "llama3 RoPE scaling needs"),
+    ({"rope_scaling": None, "rope_parameters": {"full_attention": {"rope_type": "default"}}}, "per layer type"),
+    ({"rope_scaling": None, "rope_parameters": {"rope_type": "default", "mrope_section": [1]}},
+     "rope_parameters.mrope_section"),
+    ({"head_dim": 127}, "head_dim=127 must be even"),
+    ({"head_dim": "128"}, "head_dim must be an integer"),
+    ({"hidden_size": None}, "hidden_size must be an integer"),
+    ({"num_key_value_heads": "8"}, "num_key_value_heads must be an integer"),
+    ({"rms_norm_eps": float("nan")}, "rms_norm_eps must be finite"),
+])
+def test_config_fields_we_do_not_implement_are_refused_by_name(change, field):
+    with pytest.raises(ValueError, match=field.replace("[", r"\[")):
+        config_from_hf({**QWEN3_CONFIG, **change})
+    with pytest.raises(ValueError, match="vocab_size is missing"):
+        config_from_hf({k: v for k, v in QWEN3_CONFIG.items() if k != "vocab_size"})
+
+
+def _write_tokenizer_files(directory, eos_token) -> None:
+    spec = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []},
+            "added_tokens": [{"id": 5, "content": "<|endoftext|>", "special": True},
+                             {"id": 6, "content": "<|im_end|>", "special": True}]}
+    (directory / "tokenizer.json").write_text(json.dumps(spec))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos_token}))
+
+
+def test_stop_ids(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 8, "eos_token_id": 5}))
+    assert stop_ids(str(tmp_path)) == {5}  # config.json's, no generation_config.json
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [6, 5]}))
+    assert stop_ids(str(tmp_path)) == {5, 6}  # a list (Qwen2.5/Qwen3 instruct)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 5}))
+    _write_tokenizer_files(tmp_path, {"content": "<|im_end|>", "special": True})
+    assert stop_ids(str(tmp_path)) == {5, 6}  # plus the tokenizer's EOS (an AddedToken dict)
+    _write_tokenizer_files(tmp_path, "a")
+    assert stop_ids(str(tmp_path)) == {0, 5}  # an EOS from the vocabulary
+    _write_tokenizer_files(tmp_path, "<|nope|>")
+    with pytest.raises(ValueError, match="eos_token '<|nope|>' is not a token"):
+        stop_ids(str(tmp_path))
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    for bad, match in [([5, "6"], "eos_token_id must be"), (True, "eos_token_id must be"), (9, "not below the model's")]:
+        (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": bad}))
+        with pytest.raises(ValueError, match=match):
+            stop_ids(str(tmp_path))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": None}))
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 8}))
+    with pytest.raises(ValueError, match="no stop token"):
+        stop_ids(str(tmp_path))
+
+
+def test_stop_ids_of_a_checkpoint_saved_by_transformers(tmp_path):
+    """generation_config.json as transformers writes it, with a list of EOS ids."""
+    transformers = pytest.importorskip("transformers")
+    hf = _hf_model("qwen3", True)
+    hf.generation_config = transformers.GenerationConfig(eos_token_id=[3, 7], bos_token_id=1)
+    hf.save_pretrained(str(tmp_path))
+    assert stop_ids(str(tmp_path)) == {3, 7}
 
 
 def test_rlvr_on_a_pretrained_checkpoint_and_gsm8k_file(tmp_path):
@@ -200,7 +381,10 @@ def test_rlvr_on_a_pretrained_checkpoint_and_gsm8k_file(tmp_path):
     cfg = transformers.Qwen2Config(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=48,
                                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                    max_position_embeddings=512)
-    transformers.Qwen2ForCausalLM(cfg).save_pretrained(str(model_dir))
+    model = transformers.Qwen2ForCausalLM(cfg)
+    # a real checkpoint names its stop ids (here the turn end); without any, rlvr.py refuses it
+    model.generation_config = transformers.GenerationConfig(eos_token_id=tok.token_to_id("<|im_end|>"))
+    model.save_pretrained(str(model_dir))
     (model_dir / "tokenizer.json").write_text(tok_path.read_text())
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": f"{a}\n#### {a}"}) + "\n"

@@ -29,17 +29,18 @@ def test_cot_replay_equals_recorded(temperature, greedy):
 
 
 def test_cot_greedy_equals_uncached_greedy():
+    """Every token cached greedy decoding commits is the argmax of the uncached forward of the
+    whole sequence so far (up to rounding: a near-tie may break either way, depending on how the
+    CPU sums), and decoding stops exactly at EOS or the length limit."""
     model = tiny_model(vocab=6)
     traj = decode_cot(model, PROMPTS, CotConfig(greedy=True, max_new_tokens=10), EOS, torch.Generator())
     with torch.no_grad():
         for b, p in enumerate(PROMPTS):
-            seq = list(p)
-            for _ in range(10):  # recompute the whole sequence at every step, no cache
-                nxt = int(model(torch.tensor([seq]))[0][0, -1].argmax())
-                seq.append(nxt)
-                if nxt == EOS:
-                    break
-            assert traj.completion[b, : int(traj.length[b])].tolist() == seq[len(p):]
+            done = traj.completion[b, : int(traj.length[b])].tolist()
+            logits = model(torch.tensor([p + done]))[0][0, len(p) - 1: -1]  # (n, V): what each token was chosen from
+            chosen = logits.gather(1, torch.tensor(done)[:, None]).squeeze(1)
+            assert (chosen >= logits.max(1).values - 1e-4).all()
+            assert EOS not in done[:-1] and (len(done) == 10 or done[-1] == EOS)
 
 
 def trunk_from_record(traj, b):
@@ -62,7 +63,7 @@ def test_lbr_replay_equals_recorded(widths, sampler):
     traj = decode_lbr(model, router, PROMPTS, cfg, EOS, torch.Generator().manual_seed(0))
     with torch.no_grad():
         replay = tree_logprob(model, router, traj)
-    torch.testing.assert_close(replay.node_logq, traj.logq, atol=1e-4, rtol=0)
+    torch.testing.assert_close(replay.model_logp, traj.logq, atol=1e-4, rtol=0)
     recorded_pi = traj.router_logp.gather(2, traj.choice[..., None]).squeeze(2)
     torch.testing.assert_close(replay.router_logpi, recorded_pi, atol=1e-4, rtol=0)
     torch.testing.assert_close(replay.total, traj.recorded_logprob(), atol=1e-4, rtol=0)
@@ -138,7 +139,7 @@ def test_full_tree_grows_one_level_per_step():
     calls = []
     hidden = model.hidden
     model.hidden = lambda *a, **k: (calls.append(a[0].shape), hidden(*a, **k))[1]
-    traj = decode_lbr(model, router, [[0, 1]], LBRConfig(widths=(2, 2), max_new_tokens=6), eos_id=99,
+    traj = decode_lbr(model, router, [[0, 1]], LBRConfig(widths=(2, 2), max_new_tokens=6), stop_ids=99,
                       generator=torch.Generator().manual_seed(0))
     assert int(traj.length[0]) == 6  # no EOS in this vocabulary: full length
     born = torch.bincount(traj.birth_step[0][traj.birth_step[0] >= 0])
@@ -154,6 +155,11 @@ def test_full_tree_grows_one_level_per_step():
     lambda: LBRConfig(router_temperature=-1.0),
     lambda: CotConfig(temperature=-0.5),
     lambda: CotConfig(max_new_tokens=0),
+    lambda: CotConfig(temperature=float("nan")),  # NaN passed `temperature <= 0` and trained to NaN weights
+    lambda: LBRConfig(temperature=float("inf")),
+    lambda: LBRConfig(router_temperature=float("nan")),
+    lambda: LBRConfig(widths=(1000, 1000)),  # a million-node tree: tried an 8 GB allocation
+    lambda: LBRConfig(sampler="uniform"),
 ])
 def test_bad_config_raises(make):
     with pytest.raises(ValueError):
@@ -176,3 +182,126 @@ def test_bad_input_raises():
         decode_cot(model, [[9]], CotConfig(max_new_tokens=4), EOS, g)
     with pytest.raises(ValueError, match="max_depth=3"):
         decode_lbr(model, router, [[0]], LBRConfig(widths=(2, 1, 1), max_new_tokens=2), EOS, g)
+
+
+def test_lbr_after_a_prompt_ending_in_eos_samples_like_cot():
+    """A prompt may end with EOS. `cot` samples the next token there as anywhere; LBR used to grow no
+    candidates under an EOS root and commit token 0, never sampled (its recorded log P then differed
+    from the replay). Now the root branches as `cot` samples: every committed token is a node born
+    in the tree, the first a child of the prompt's EOS, and the recorded log P is the replay's."""
+    model = tiny_model(vocab=6)
+    prompts = [[0, 1, EOS], [EOS], [2, EOS, EOS]]
+    for widths in [(1,), (3, 2), (2, 1, 1)]:
+        router = random_router(model, len(widths))
+        traj = decode_lbr(model, router, prompts, LBRConfig(widths=widths, max_new_tokens=6), EOS,
+                          torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            replay = tree_logprob(model, router, traj)
+        torch.testing.assert_close(replay.total, traj.recorded_logprob(), atol=1e-4, rtol=0)
+        for b, p in enumerate(prompts):
+            assert trunk_from_record(traj, b) == traj.completion[b, : int(traj.length[b])].tolist()
+            first = children_table(traj.parent[b: b + 1], widths[0])[0, len(p) - 1, int(traj.choice[b, 0])]
+            assert int(first) >= len(p) and int(traj.birth_step[b, first]) == 0
+        if widths == (1,):  # one candidate: log P(τ) is the committed tokens' log p as a sequence, as for cot
+            cot = decode_cot(model, prompts, CotConfig(max_new_tokens=6), EOS, torch.Generator())
+            cot.completion, cot.length = traj.completion, traj.length
+            with torch.no_grad():
+                torch.testing.assert_close(traj.recorded_logprob(), sequence_logprob(model, cot).sum(1), atol=1e-4,
+                                           rtol=0)
+
+
+def _corrupt(traj, **fields):
+    """A copy of a TreeTrajectory with some fields replaced (tensors cloned, so `traj` stays valid)."""
+    out = dict(vars(traj))
+    out.update({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in out.items()})
+    out.update(fields)
+    return type(traj)(**out)
+
+
+def _eos_with_child(t):
+    """The token of a born node that has a child becomes EOS."""
+    born = t.birth_step[0] >= 0
+    has_kids = torch.zeros_like(born)
+    has_kids[t.parent[0][born]] = True
+    n = int((born & has_kids).nonzero()[0, 0])
+    tokens = t.tokens.clone()
+    tokens[0, n] = EOS
+    return _corrupt(t, tokens=tokens)
+
+
+def _edit(field, fn):
+    def corrupt(t):
+        x = getattr(t, field).clone()
+        fn(x, t)
+        return _corrupt(t, **{field: x})
+    return corrupt
+
+
+def _last_born(t):
+    return int(t.n_nodes[0]) - 1
+
+
+@pytest.mark.parametrize("corrupt,match", [
+    (_eos_with_child, "EOS node has children"),
+    (_edit("parent", lambda x, t: x[0].__setitem__(_last_born(t), _last_born(t))), "parent recorded before it"),
+    (_edit("birth_step", lambda x, t: x[0].__setitem__(int(t.prompt_len[0]), int(t.length[0]) - 1)), "birth order"),
+    (_edit("birth_step", lambda x, t: x[0].__setitem__(_last_born(t), int(t.length[0]))), "birth order"),
+    (_edit("parent", lambda x, t: x[0].__setitem__(_last_born(t), 0)), "outside the local tree"),
+    (_edit("parent", lambda x, t: x[0].__setitem__(1, -1)), "prompt must be a chain"),
+    (_edit("n_nodes", lambda x, t: x.__setitem__(0, x[0] - 1)), "padding past n_nodes"),
+    (_edit("choice", lambda x, t: x.__setitem__((0, 0), 3)), "router choices"),
+    (_edit("completion", lambda x, t: x.__setitem__((0, 0), (int(x[0, 0]) + 1) % EOS)), "completion is not"),
+    (_edit("completion", lambda x, t: x.__setitem__((0, 0), EOS)), "EOS committed before the last step"),
+    (_edit("tokens", lambda x, t: x.__setitem__((0, _last_born(t)), 6)), "token ids"),
+    (_edit("length", lambda x, t: x.__setitem__(0, 0)), "length must lie"),
+    (lambda t: _corrupt(t, logq=t.logq[:, :-1]), "logq of shape"),
+])
+def test_tree_logprob_refuses_records_no_decoder_produces(corrupt, match):
+    """A record whose structure no decoder could produce is refused with a ValueError naming the broken
+    invariant, instead of being scored (an EOS node with a child used to get a log P)."""
+    model = tiny_model(vocab=6)
+    router = random_router(model, 2)
+    traj = decode_lbr(model, router, [[0, 1, 2], [3, 1]], LBRConfig(widths=(3, 2), max_new_tokens=6), EOS,
+                      torch.Generator().manual_seed(5))
+    assert int(traj.length[0]) >= 3  # the corruptions below need a few steps
+    with torch.no_grad():
+        tree_logprob(model, router, traj)  # the decoder's own record passes
+        with pytest.raises(ValueError, match=match):
+            tree_logprob(model, router, corrupt(traj))
+
+
+def test_distinct_record_with_equal_siblings_is_refused():
+    model = tiny_model(vocab=6)
+    router = random_router(model, 1)
+    traj = decode_lbr(model, router, [[0, 1]], LBRConfig(widths=(3,), sampler="distinct", max_new_tokens=2), EOS,
+                      torch.Generator().manual_seed(0))
+    p = int(traj.prompt_len[0])
+    tokens = traj.tokens.clone()
+    tokens[0, p + 1] = tokens[0, p]  # two candidates of step 0 with the same token
+    completion = traj.completion.clone()
+    completion[0, 0] = tokens[0, p + int(traj.choice[0, 0])]
+    with torch.no_grad(), pytest.raises(ValueError, match="two siblings the same token"):
+        tree_logprob(model, router, _corrupt(traj, tokens=tokens, completion=completion))
+
+
+def test_kv_cache_copy_and_gather_move_whole_slots_per_row():
+    """KVCache.copy_slot (LBR's commit) and gather_slots (the shift) move every layer's keys and
+    values of a slot, row by row, exactly (checked against a loop over rows and slots)."""
+    model = tiny_model(vocab=6)
+    cache = model.new_cache(3, 9)
+    cache.kv.copy_(torch.randn(cache.kv.shape, generator=torch.Generator().manual_seed(0)))
+    before = cache.kv.clone()
+    src, dst = torch.tensor([1, 4, 2]), torch.tensor([7, 8, 2])
+    cache.copy_slot(src, dst)
+    want = before.clone()
+    for b in range(3):
+        want[:, :, b, :, int(dst[b])] = before[:, :, b, :, int(src[b])]
+    assert torch.equal(cache.kv, want)
+    before = cache.kv.clone()
+    shift = torch.tensor([[2, 0, 0, 1], [3, 3, 1, 0], [0, 1, 2, 3]])  # (B, N): slot j takes slot shift[b, j]
+    cache.gather_slots(shift)
+    for b in range(3):
+        for j in range(4):
+            want[:, :, b, :, j] = before[:, :, b, :, int(shift[b, j])]
+    want[:, :, :, :, 4:] = before[:, :, :, :, 4:]  # slots past N are untouched
+    assert torch.equal(cache.kv, want)

@@ -1,16 +1,10 @@
-"""The math task: generator invariants, the verifier on hand-written completions, and the GSM8K
-loader and answer checker on the real files."""
-
-import json
-import os
+"""The math task (mod chain): generator invariants and the verifier on hand-written completions.
+(GSM8K / MATH data and their answer checker: tests/test_word_problems.py.)"""
 
 import pytest
 
 from tasks.common import Example, make_examples
-from tasks.math import (MathConfig, MathTask, apply_op, extract_answer, load_gsm8k, normalize_number,
-                        same_number)
-
-GSM8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "gsm8k")
+from tasks.math import MathConfig, MathTask, apply_op
 
 
 def execute(task: MathTask, prompt_words: list[str]) -> dict[str, int]:
@@ -104,7 +98,7 @@ def test_verifier_hand_written():
     assert score("# 0 <eos>", loose) == 1.0 and score("# 3 # 0 <eos>", loose) == 1.0  # the last '#' counts
     assert score("# 0 # 3 <eos>", loose) == 0.0 and score("<eos>", loose) == 0.0
     assert loose.reward(ex, []) == 0.0
-    short = MathTask(MathConfig(restate=False))  # DESIGN §6.2's original lines
+    short = MathTask(MathConfig(restate=False))  # the un-restated lines of docs/DESIGN.md §7.3
     assert score("k = 5 * 3 = 4 ;  g = 4 + 7 = 0 ; # 0 <eos>", short) == 1.0
     assert score("k = 5 * 3 = 4 ;  g = 4 + 7 = 0 ; # 0 <eos>") == 0.0  # not the restating format
 
@@ -114,62 +108,3 @@ def test_config_errors():
         MathConfig(n_vars=8, eval_ops=(5,))
     with pytest.raises(ValueError, match="ops"):
         MathConfig(ops="/")
-
-
-# ---------------------------------------------------------------------------------------------
-# GSM8K
-
-
-@pytest.mark.parametrize("text,expected", [("1,200", "1200"), ("$1,200.00", "1200"), ("-3.50", "-3.5"), ("45%", "45"),
-                                           ("7.", "7"), ("12.0", "12"), (".5", "0.5"), ("-0", "0"), ("abc", None),
-                                           ("", None), ("1.2.3", None)])
-def test_normalize_number(text, expected):
-    assert normalize_number(text) == expected
-
-
-@pytest.mark.parametrize("completion,gold,match", [
-    ("She pays 3 * 4 = 12 dollars.\n#### 12", "12", True),
-    ("#### $1,200.00", "1200", True),
-    ("#### 1,200", "1200", True),
-    ("The loss is -5 dollars, so the answer is -5.0", "-5", True),
-    ("It takes 45% of 100, so 45%.", "45", True),
-    ("He had 10 apples and ate 3. The answer is 7.", "7", True),
-    ("#### 18 eggs, not 20", "18", True),  # the number right after ####, not the last one
-    ("18 then #### 20", "18", False),
-    ("The answer is 7.5", "7", False),
-    ("The answer is 70", "7", False),
-    ("no number at all", "3", False),
-    ("#### ", "3", False),
-])
-def test_extract_and_compare(completion, gold, match):
-    assert same_number(extract_answer(completion), gold) is match
-
-
-@pytest.mark.skipif(not os.path.isdir(GSM8K), reason="the shared GSM8K files are not next to this checkout")
-@pytest.mark.parametrize("name,n", [("test.jsonl", 1319), ("train.jsonl", 7473)])
-def test_real_gsm8k_gold_answers_check_against_themselves(name, n):
-    items = load_gsm8k(os.path.join(GSM8K, name), strict=True)
-    assert len(items) == n
-    for it in items:
-        assert same_number(extract_answer(it.answer), it.gold)  # the reference solution checks against itself
-        assert same_number(extract_answer(f"So the answer is {it.gold}."), it.gold)
-        assert not same_number(extract_answer(f"#### {it.gold}1"), it.gold)
-
-
-def test_loader_reports_malformed_lines(tmp_path, capsys):
-    path = tmp_path / "bad.jsonl"
-    rows = [json.dumps({"question": "q1", "answer": "1 + 1 = 2\n#### 2"}),
-            "{not json",
-            json.dumps({"question": "q3"}),
-            "",
-            json.dumps({"question": "q5", "answer": "no final line"}),
-            json.dumps({"question": "q6", "answer": "#### twelve"}),
-            json.dumps({"question": "q7", "answer": "#### -1,000"})]
-    path.write_text("\n".join(rows) + "\n")
-    items = load_gsm8k(str(path))
-    assert [it.line for it in items] == [1, 7] and [it.gold for it in items] == ["2", "-1000"]
-    err = capsys.readouterr().err
-    for line in (2, 3, 5, 6):
-        assert f"bad.jsonl:{line}:" in err
-    with pytest.raises(ValueError, match="bad.jsonl:2:"):
-        load_gsm8k(str(path), strict=True)

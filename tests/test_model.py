@@ -1,10 +1,11 @@
-"""The transformer: tree attention equals plain forwards of every path; the KV cache equals no cache."""
+"""The transformer: tree attention equals plain forwards of every path; the KV cache equals no cache;
+the same for the Qwen3 (q/k norm, own head_dim) and Llama 3 (RoPE scaling) variants."""
 
 import pytest
 import torch
 
 from helpers import tiny_model
-from model import ModelConfig
+from model import ModelConfig, Transformer
 from tree import ancestor_mask
 
 
@@ -84,3 +85,38 @@ def test_bad_config_raises(kw):
     base = dict(vocab_size=5, n_layer=1, n_head=2, n_kv_head=1, n_embd=16, intermediate_size=8)
     with pytest.raises(ValueError):
         ModelConfig(**{**base, **kw})
+
+
+NEW_ARCHS = {"qwen3": dict(head_dim=12, qk_norm=True),  # head_dim 12 != 32 / 4
+             "llama3": dict(rope_type="llama3", rope_theta=500.0, rope_factor=8.0, rope_original_max_len=8)}
+
+
+@pytest.mark.parametrize("arch", NEW_ARCHS)
+def test_new_architectures_keep_tree_cache_and_shift_equivalences(arch):
+    """What LBR relies on holds for them too: a tree forward = each path's causal forward, a chunked
+    cached forward = the full one, and (RoPE scaling only rescales frequencies) a uniform position
+    shift changes nothing."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=11, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, intermediate_size=64,
+                                    **NEW_ARCHS[arch])).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:  # ones at init: make the per-head norms' weights matter
+                p.normal_(1.0, 0.5)
+    tokens, parent = random_tree(4, 14, 11, seed=0)
+    anc, depth = ancestor_mask(parent[None])
+    seq = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, _ = model(tokens[None], depth, anc)
+        for n in range(len(tokens)):
+            path = path_of(parent, n)
+            torch.testing.assert_close(logits[0, n], model(tokens[path][None])[0][0, -1], atol=1e-5, rtol=0)
+        ref, _ = model(seq)
+        cache, got = model.new_cache(2, 12), []
+        for a, b in [(0, 5), (5, 12)]:
+            mask = (torch.arange(12)[None, :] <= torch.arange(a, b)[:, None]).expand(2, -1, -1)
+            pos = torch.arange(a, b).expand(2, -1)
+            got.append(model(seq[:, a:b], pos, mask, cache, pos)[0])
+        torch.testing.assert_close(torch.cat(got, 1), ref, atol=1e-5, rtol=0)
+        pos = torch.arange(12).expand(2, -1)
+        torch.testing.assert_close(model(seq, pos + 40)[0], ref, atol=1e-4, rtol=0)  # past the original context 8

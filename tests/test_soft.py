@@ -34,7 +34,7 @@ def test_replay_equals_recorded(k, weighting, discrete_after):
     with torch.no_grad():
         replay = soft_logprob(model, traj)
     torch.testing.assert_close(replay, traj.logp, atol=1e-4, rtol=0)
-    torch.testing.assert_close(factors(model, None, traj).total(), traj.recorded_logprob(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(factors(model, None, traj).total, traj.recorded_logprob(), atol=1e-4, rtol=0)
     assert torch.allclose(traj.weights.sum(2)[traj.active[..., 0]], torch.tensor(1.0))
     if discrete_after >= 0:  # after committing the delimiter a row draws one token per step
         for b in range(len(PROMPTS)):
@@ -84,7 +84,7 @@ def test_recorded_matches_reference_and_sums_to_one(weighting):
 
 
 def test_bad_config():
-    with pytest.raises(ValueError, match="k >= 1"):
+    with pytest.raises(ValueError, match="k=0: must be an integer >= 1"):
         SoftConfig(k=0)
     with pytest.raises(ValueError, match="weighting"):
         SoftConfig(weighting="max")

@@ -1,6 +1,11 @@
 """The trace viewer: rebuilt from the record, the HTML parses and shows every committed token and
-every router probability of the trajectory."""
+every router probability of the trajectory; the page has a legend, readable node text, the step in
+its URL (`#step=3`, checked under node when it is installed) and, when given, the verdict."""
 
+import json
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import pytest
@@ -8,7 +13,7 @@ import torch
 
 from decode import CotConfig, LBRConfig, decode_cot, decode_lbr
 from helpers import random_router, tiny_model
-from trace_view import render_html, render_text, steps_of
+from trace_view import NodeView, StepView, render_html, render_text, steps_of
 
 EOS = 5
 ITOS = "abcde<".__getitem__
@@ -78,10 +83,11 @@ def test_cot_trace():
 
 def test_trace_of_saved_rl_rollouts(tmp_path):
     """An RL run saves its latest rollouts; `python decode.py --rollouts` draws one as HTML."""
-    import subprocess
     import sys
     from pathlib import Path
 
+    from checkpoint import load_pt
+    from decode import TreeTrajectory
     from rlvr import RLConfig, train_rl
     from router import Router, RouterConfig
     from test_ddp import TwoTokenTask
@@ -89,8 +95,8 @@ def test_trace_of_saved_rl_rollouts(tmp_path):
     router = Router(RouterConfig(width=8), model.cfg.n_embd, 2)
     train_rl(model, router, TwoTokenTask(), LBRConfig(widths=(2, 1), max_new_tokens=3),
              RLConfig(steps=2, prompts_per_step=2, group_size=3), str(tmp_path), quiet=True)
-    saved = torch.load(tmp_path / "rollouts.pt", weights_only=False)
-    assert saved["step"] == 2 and len(saved["trajectory"].length) == 6
+    saved = load_pt(str(tmp_path / "rollouts.pt"), "rollouts", kinds=(TreeTrajectory, LBRConfig))
+    assert saved["step"] == 2 and len(saved["trajectory"].length) == 6 and saved["task"] == "one-token"
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "t.html"
     run = subprocess.run([sys.executable, "decode.py", "--rollouts", str(tmp_path / "rollouts.pt"), "--row", "4",
@@ -101,3 +107,83 @@ def test_trace_of_saved_rl_rollouts(tmp_path):
     for t in range(int(traj.length[4])):
         for p in traj.router_logp[4, t].exp().tolist():
             assert f"{p:.3f}" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# the page a reader opens: legend, readable text, the step in the URL, the verdict
+
+
+def _chain_steps(n: int) -> list[StepView]:
+    """n steps of a one-candidate tree (what a cot rollout draws), committing tokens 0, 1, 2, ..."""
+    return [StepView(t, t + 2, t + 1, [NodeView(t + 3, t + 2, 1, t % 5, -0.5, t, 0)], [1.0], 0, t % 5)
+            for t in range(n)]
+
+
+def test_page_has_a_legend_and_readable_node_text():
+    page = render_html([0, 1], _chain_steps(3), ITOS)
+    text = " ".join(parse(page).text)
+    assert "How to read a step" in text
+    for term in ("root", "candidates", "committed", "pruned", "π", "router", "log q", "born step"):
+        assert term in text, term
+    sizes = [int(x) for svg in re.findall(r"<svg.*?</svg>", page, re.S) for x in re.findall(r'font-size="(\d+)"', svg)]
+    assert sizes and min(sizes) >= 13  # was 10-11 px: too small to read the tokens
+
+
+@pytest.mark.parametrize("verdict,shown", [(True, "correct"), (False, "wrong"), ("reward 1 (step 7)", "reward 1 (step 7)"),
+                                           ("<b>x</b>", "<b>x</b>")])
+def test_page_shows_the_verdict_of_the_committed_answer(verdict, shown):
+    text = " ".join(" ".join(parse(render_html([0], _chain_steps(2), ITOS, verdict=verdict)).text).split())
+    assert f"committed answer: {shown}" in text  # a string is shown as text (escaped), not as markup
+    assert "committed answer" not in " ".join(parse(render_html([0], _chain_steps(2), ITOS)).text)
+
+
+def _script(page: str) -> str:
+    return re.search(r"<script>(.*?)</script>", page, re.S).group(1)
+
+
+def test_page_reads_and_writes_the_step_in_the_url():
+    """A static check that always runs: the script reads `#step=N` at load and on hashchange, and
+    writes the shown step back (the behaviour itself: the next test, under node)."""
+    js = _script(render_html([0], _chain_steps(4), ITOS))
+    assert "location.hash" in js and "#step=" in js and "'hashchange'" in js and "location.replace(" in js
+
+
+# the page's script under node, with the few DOM objects it touches replaced by stand-ins
+NODE_HARNESS = """
+const panels = Array.from({length: __N__}, () => ({className: 'step'}));
+const handlers = {};
+global.document = {querySelectorAll: () => panels, getElementById: () => ({textContent: ''}),
+                   addEventListener: (type, f) => { handlers['document ' + type] = f; }};
+global.window = {addEventListener: (type, f) => { handlers['window ' + type] = f; }};
+global.location = {hash: __HASH__, replace(url) { this.hash = url; }};
+eval(__SCRIPT__);
+const shown = () => panels.flatMap((p, k) => p.className === 'step on' ? [k] : []);
+const out = {opened: [shown(), location.hash]};
+go(1);
+out.forward = [shown(), location.hash];
+handlers['document keydown']({key: 'ArrowLeft'});
+out.back = [shown(), location.hash];
+location.hash = '#step=0';  // a link followed, or the address edited
+handlers['window hashchange']();
+out.linked = [shown(), location.hash];
+console.log(JSON.stringify(out));
+"""
+
+
+@pytest.mark.parametrize("hash_,opened", [("#step=2", 2), ("", 0), ("#step=99", 4), ("#nonsense", 0)])
+def test_step_in_the_url_under_node(hash_, opened, tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    n = 5
+    js = (NODE_HARNESS.replace("__N__", str(n)).replace("__HASH__", json.dumps(hash_))
+          .replace("__SCRIPT__", json.dumps(_script(render_html([0], _chain_steps(n), ITOS)))))
+    (tmp_path / "page.js").write_text(js)
+    run = subprocess.run([node, str(tmp_path / "page.js")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    forward = min(opened + 1, n - 1)
+    assert out["opened"] == [[opened], f"#step={opened}"]  # the step of the URL (clamped), and the URL says so
+    assert out["forward"] == [[forward], f"#step={forward}"]  # stepping updates the URL
+    assert out["back"] == [[forward - 1], f"#step={forward - 1}"]
+    assert out["linked"] == [[0], "#step=0"]

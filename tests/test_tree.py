@@ -106,7 +106,7 @@ def test_local_tree_distinct_sampler_draws_ordered_pairs_exactly():
     shape = TreeShape.from_widths((2,))
     B = 20000
     tree = LocalTree.start(shape, torch.zeros(B, dtype=torch.long), torch.zeros(B, 3), torch.zeros(B, dtype=torch.long))
-    need = tree.missing(torch.ones(B, dtype=torch.bool), eos_id=99)
+    need = tree.missing(torch.ones(B, dtype=torch.bool), stop_ids=torch.tensor([99]))
     cols = need.any(0).nonzero().squeeze(1)
     assert cols.tolist() == [1, 2]
     tok, logq = tree.sample_children(need, cols, p.log().expand(B, 2, 4), "distinct", torch.Generator().manual_seed(0))

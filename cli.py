@@ -1,0 +1,115 @@
+"""
+User errors, the one way: every config and command line checks its input before any work, and a
+bad input ends as ONE line on stderr and exit status 2 (argparse's convention), never a traceback.
+
+- Configs (RLConfig, CotConfig, SFTConfig, ...) call `check_int` / `check_float` in __post_init__,
+  so library users get the same ValueError as the command line.
+- Every entry point parses with `ArgumentParser` (one-line argparse errors) and runs under `run`:
+
+      if __name__ == "__main__":
+          run(main)
+
+  `run` turns a ValueError (a user error; its message says what to do) or an OSError (a path that
+  cannot be read or written; it names the path) into `prog: error: message` and exit status 2.
+  Anything else is a bug and keeps its traceback.
+
+This module imports nothing of the project, so every file may use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Callable, NoReturn
+
+
+def _named(name: str, value) -> str:
+    """'--steps 0' for a flag, 'steps=0' for a config field."""
+    return f"{name} {value!r}" if name.startswith("--") else f"{name}={value!r}"
+
+
+def check_int(name: str, value, lo: int = 1, hint: str = "") -> None:
+    """ValueError unless `value` is an integer >= lo (a bool is not an integer here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{_named(name, value)}: must be an integer >= {lo}" + (f" ({hint})" if hint else ""))
+
+
+def check_float(name: str, value, lo: float = 0.0, strict: bool = True, hint: str = "") -> None:
+    """ValueError unless `value` is a finite number > lo (>= lo with strict=False). NaN and inf are
+    refused: NaN compares False with everything, so a plain `value <= 0` check lets it through."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= lo if strict else value < lo):
+        raise ValueError(f"{_named(name, value)}: must be a finite number {'>' if strict else '>='} {lo}"
+                         + (f" ({hint})" if hint else ""))
+
+
+def check_out_dir(path: str, flag: str) -> None:
+    """A directory the command will write into: refused if it is a file, or if it cannot be
+    created below an existing file (checked before any work, not after the training)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a file, not a directory; give a directory")
+    _check_parent(path, flag)
+
+
+def check_out_file(path: str, flag: str) -> None:
+    """A file the command will write: refused if it is a directory or its folder cannot be made."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a directory; give a file name")
+    _check_parent(os.path.dirname(os.path.abspath(path)), flag)
+
+
+def check_in_file(path: str, flag: str, hint: str = "") -> None:
+    """A file the command will read: it must exist and be a file."""
+    if not os.path.exists(path):
+        raise ValueError(f"{flag} {path}: no such file" + (f"; {hint}" if hint else ""))
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a directory; give a file")
+
+
+def _check_parent(path: str, flag: str) -> None:
+    p = os.path.abspath(path)
+    while not os.path.exists(p):  # the nearest existing ancestor must be a directory
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        raise ValueError(f"{flag} {path}: {p} is a file, so the directory cannot be created")
+
+
+def check_device(name: str) -> None:
+    """'auto' or a torch device string whose device exists here."""
+    if name == "auto":
+        return
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r}: not a device; use auto, cpu, cuda, cuda:1 or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device here; use --device cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: no MPS device here; use --device cpu (or auto)")
+
+
+def fail(prog: str, message) -> NoReturn:
+    """Print `prog: error: message` as one line on stderr and exit with status 2."""
+    sys.stderr.write(f"{prog}: error: {' '.join(str(message).split())}\n")
+    sys.exit(2)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line too (the stock parser prints its whole usage first,
+    dozens of lines for rlvr.py); `--help` still shows everything."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"{message} (see --help)")
+
+
+def run(main: Callable[[], None]) -> None:
+    """Call an entry point; a user error ends as one line and exit status 2 (see the top)."""
+    try:
+        main()
+    except (ValueError, OSError) as e:
+        fail(os.path.basename(sys.argv[0]), e)
