@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from checkpoint import load_pt, save_pt
+from chat import ChatTemplate
+from checkpoint import load_pretrained, load_pt, save_pt, stop_ids
 from cli import ArgumentParser, check_device, check_float, check_in_file, check_int, check_out_dir, run
 from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, generate
 from evaluate import dist_rank_world, evaluate, rewards_of
@@ -48,6 +49,8 @@ from router import Router, RouterConfig
 from sft import load_sft_model
 from tasks import get_task
 from tasks.common import Seeds, make_examples
+from tasks.word_problems import DEFAULT_INSTRUCTION, WordProblemTask, load_problems
+from tokenizer import BPETokenizer
 
 
 @dataclass
@@ -434,10 +437,6 @@ def word_problem_task(args, quiet: bool = False):
     --(no-)thinking, stopped by the checkpoint's stop ids (checkpoint.stop_ids, and ChatML's
     <|im_end|> with the fallback; the id that closes a chat turn first). Everything is checked
     (one prompt rendered) before the model loads; a ValueError says what is wrong."""
-    from chat import ChatTemplate
-    from checkpoint import stop_ids
-    from tasks.word_problems import DEFAULT_INSTRUCTION, WordProblemTask, load_problems
-    from tokenizer import BPETokenizer
     problems = load_problems(args.data, args.strict_data, quiet)
     eval_problems = load_problems(args.eval_data, args.strict_data, quiet) if args.eval_data else None
     template = ChatTemplate.from_dir(args.model)
@@ -551,7 +550,6 @@ def main() -> None:
     args.max_new_tokens = args.max_new_tokens or task.max_answer_len
     dec = decoding_from_args(args, task)  # temperatures, widths, ...: refused before the model loads
     if args.model:
-        from checkpoint import load_pretrained
         model = load_pretrained(args.model, device)
     else:
         model = load_sft_model(args.base, device, task)

@@ -29,7 +29,7 @@ from cli import ArgumentParser, check_device, check_float, check_int, check_out_
 from decode import greedy_completions
 from model import ModelConfig, Transformer, autocast, pick_device
 from tasks import get_task
-from tasks.common import make_examples, pack
+from tasks.common import Seeds, make_examples, pack
 
 
 @dataclass
@@ -191,7 +191,12 @@ def train_sft(task, model_cfg: ModelConfig, cfg: SFTConfig, out_path: str, devic
             raise ValueError(f"{out_path} exists and is not an sft.py checkpoint; choose another --out")
         now = {"task": task.name, "model_config": asdict(model_cfg), "sft_config": asdict(cfg),
                "task_config": asdict(task.cfg)}
-        diff = settings_diff(ckpt, now)
+        saved = dict(ckpt)
+        try:  # model fields added since the checkpoint was written take their defaults (the old behaviour)
+            saved["model_config"] = asdict(ModelConfig(**ckpt["model_config"]))
+        except (TypeError, ValueError):
+            pass  # unknown fields: settings_diff names them
+        diff = settings_diff(saved, now)
         if diff:
             raise ValueError(f"{out_path} was trained with other settings ({'; '.join(diff)}): give the same "
                              "flags to resume it, or choose another --out (or delete it) to train anew")
@@ -200,7 +205,7 @@ def train_sft(task, model_cfg: ModelConfig, cfg: SFTConfig, out_path: str, devic
         start, history = ckpt["step"], ckpt["history"]
         if start >= cfg.steps:
             return model.eval(), ckpt
-    eval_set = make_examples(task, cfg.eval_size, seed=10_000 + cfg.seed, split="eval")
+    eval_set = make_examples(task, cfg.eval_size, seed=Seeds(cfg.seed).eval_examples, split="eval")
 
     def save(step: int) -> dict:
         ckpt = {"model_config": asdict(model_cfg), "sft_config": asdict(cfg), "task": task.name,
@@ -218,7 +223,7 @@ def train_sft(task, model_cfg: ModelConfig, cfg: SFTConfig, out_path: str, devic
         model.train()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = sft_loss(model, make_examples(task, cfg.batch_size, seed=cfg.seed * 1_000_003 + step, split="train"))
+        loss = sft_loss(model, make_examples(task, cfg.batch_size, seed=Seeds(cfg.seed).train_step(step), split="train"))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -252,6 +252,7 @@ class TraceSetup:
     stop_ids: tuple[int, ...]
     itos: Callable[[int], str]  # token id -> text
     title: str  # of the HTML page
+    verdict: Callable[[list[int]], bool] | None = None  # committed tokens -> correct? (task examples)
 
 
 def tiny_setup(args) -> TraceSetup:
@@ -301,7 +302,8 @@ def task_setup(args) -> TraceSetup:
             raise ValueError(f"--run {path} was trained from another base model than --base {args.base} "
                              f"({str(e).splitlines()[0]})") from None
     return TraceSetup(model, router, dec, example.prompt, task.stop_ids, task.tokenizer.itos.__getitem__,
-                      f"{args.task} example (seed {args.seed}); answer: {task.tokenizer.decode(example.answer)}")
+                      f"{args.task} example (seed {args.seed}); answer: {task.tokenizer.decode(example.answer)}",
+                      verdict=lambda completion: task.reward(example, completion) == 1.0)
 
 
 def show_saved_rollout(args) -> None:
@@ -323,18 +325,20 @@ def show_saved_rollout(args) -> None:
     print(render_text(prompt_tokens, steps, itos))
     print(f"reward {float(saved['rewards'][args.row]):.0f} (RL step {saved['step']})")
     if args.trace:
-        with open(args.trace, "w", encoding="utf-8") as f:
-            f.write(render_html(prompt_tokens, steps, itos, f"{args.rollouts}, rollout {args.row} "
-                                f"(RL step {saved['step']}, reward {float(saved['rewards'][args.row]):.0f})"))
-        print(f"wrote {args.trace}")
+        write_page(args.trace, render_html(prompt_tokens, steps, itos, f"{args.rollouts}, rollout {args.row} "
+                                           f"(RL step {saved['step']}, reward {float(saved['rewards'][args.row]):.0f})",
+                                           verdict=float(saved["rewards"][args.row]) == 1.0))
 
 
 def parse_args():
     ap = ArgumentParser(description="Trace LBR (or cot) decoding step by step.")
     ap.add_argument("--widths", default="3,2", help="tree widths, e.g. 4,2 or 3,1,1")
     ap.add_argument("--sampler", default="iid", choices=["iid", "distinct"])
-    ap.add_argument("--steps", type=int, default=3, help="tokens to commit (tiny random model)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=4, help="tokens to commit at most (tiny random model)")
+    # seed 0 happens to commit <eos> at the first step; 1 shows four steps. Any other seed draws
+    # another model (tiny random one), router init and rollout.
+    ap.add_argument("--seed", type=int, default=1, help="seed of the rollout (and of the tiny model's weights): "
+                    "change it to see another rollout")
     ap.add_argument("--cot", action="store_true", help="trace plain token-by-token sampling instead")
     ap.add_argument("--trace", help="write the trace as a self-contained HTML page to this file")
     g = ap.add_argument_group("a task example and a trained model instead of the tiny random one")
@@ -373,9 +377,17 @@ def main() -> None:
     print(f"log P(τ) = {float(traj.recorded_logprob()[0]):.3f}: {int(traj.forward_tokens()[0])} forward tokens "
           f"for {int(traj.length[0])} committed tokens")
     if args.trace:
-        with open(args.trace, "w", encoding="utf-8") as f:
-            f.write(render_html(prompt_tokens, steps, s.itos, s.title))
-        print(f"wrote {args.trace}")
+        completion = traj.completion[0, :int(traj.length[0])].tolist()
+        write_page(args.trace, render_html(prompt_tokens, steps, s.itos, s.title,
+                                           verdict=s.verdict(completion) if s.verdict else None))
+
+
+def write_page(path: str, page: str) -> None:
+    """Write the HTML page, making its folder first (`out/` does not exist on a fresh clone)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
