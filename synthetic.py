@@ -210,9 +210,11 @@ def report(results: list[dict], sizes: Sizes, cmd: str, seconds: float, stem: st
               "are distinct first tokens), sampled router; per target depth j. `root` and `d1` read nothing below "
               "depth 1, so their success does not depend on the lookahead depth: they are trained once, at depth 1. "
               "`readout` is the untrained reference (greedy: log p(candidate) + max log p(<eos>) in the subtree). "
-              "`oracle` is a ceiling, not a method: the share of first trees in which some candidate's sampled "
-              "chain walks down the answer path for min(depth, j) tokens (a router that knew the answer could "
-              "pick it; the frozen model's candidates and chains cap every router).", "",
+              "`oracle` is not a method: the share of first trees in which some candidate's sampled "
+              "chain walks down the answer path for min(depth, j) tokens, i.e. the trees in which the lookahead "
+              "shows the right arm (a router that knew the answer could pick it). It caps a router that picks by "
+              "that evidence; a router can beat it only by luck (picking a candidate on the right arm whose "
+              "sampled chain strayed: the next steps regrow the tree).", "",
               "| router | lookahead depth | " + " | ".join(f"j={j}" for j in js) + " | all |",
               "| --- | ---: | " + " | ".join("---:" for _ in js) + " | ---: |"]
     for key in (["root@1", "d1@1"] + [f"subtree@{d}" for d in depths] + [f"readout@{d}" for d in depths]
@@ -260,7 +262,7 @@ def plots(results: list[dict], out_dir: str, stem: str) -> None:
     fig, axes = plt.subplots(1, len(js), figsize=(4 * len(js), 3.4), sharey=True)
     for ax, j in zip(axes, js):
         curves = [("subtree", "subtree router (trained)", "o-"), ("readout", "P(<eos>) readout (untrained)", "s--"),
-                  ("oracle", "ceiling: some candidate's chain is right", "^:")]
+                  ("oracle", "oracle: some candidate's chain is right", "^:")]
         for key, label, style in [c for c in curves if f"{c[0]}@1" in results[0]["routing"]]:
             m, s = zip(*[stats([r["routing"][f"{key}@{d}"][f"pass@1_j{j}"] for r in results]) for d in depths])
             ax.errorbar(depths, m, yerr=s, fmt=style, capsize=3, label=label,
