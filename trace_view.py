@@ -192,7 +192,7 @@ def render_html(prompt: list[int], steps: list[StepView], itos=str, title: str =
                         f'<td>{html.escape(itos(next((nv.token for nv in s.nodes if nv.branch == k and nv.depth == 1), -1)))}</td>'
                         f'<td class="p">{p:.3f}</td></tr>' for k, p in enumerate(s.probs))
         survivors = [nv for nv in s.nodes if nv.branch == s.choice and nv.depth > 1]
-        shift = (" ".join(html.escape(itos(nv.token)) for nv in survivors) or "nothing (the tree regrows from scratch)")
+        shift = (" ".join(html.escape(itos(nv.token)) for nv in survivors) or ("nothing: the rollout ends here" if s is steps[-1] else "nothing (the tree regrows from scratch)"))
         panels.append(
             f'<section class="step" id="step{s.step}"><h2>step {s.step}: root <code>{html.escape(itos(s.root_token))}</code></h2>'
             f'{_svg(s, itos)}<table><tr><th>subtree</th><th>token</th><th>router π</th></tr>{probs}</table>'
