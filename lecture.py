@@ -354,7 +354,7 @@ def check_replay_cost() -> list[str]:
     trunk = prompt + tokens
     return [f"`M = {M}` nodes", f"{M * M:,} entries per row", f"about {M * M / 1e6:.1f} MB as booleans",
             f"{4 * M * M / 1e6:.1f} MB as the additive fp32 mask", f"{round(M * M / trunk ** 2)} times",
-            f"{trunk * trunk:,} of a causal forward of its {trunk} committed tokens"]
+            f"{trunk * trunk:,} of a causal forward of its {trunk} trunk tokens ({prompt} prompt + {tokens} generated)"]
 
 
 def check_planning_example() -> list[str]:
