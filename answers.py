@@ -459,7 +459,12 @@ class _Parser:
 
     def number(self, token: str) -> tuple:
         r"""A decimal literal, with a repeating part if \overline{digits} follows: 0.1\overline{6} = 1/6."""
+        exponent = re.search(r"[eE]([-+]?\d+)$", token)
+        if exponent and abs(int(exponent.group(1))) > 1000:  # Fraction("1e300000000") alone would hang
+            raise ParseError(f"{token!r}: an exponent beyond 1000 is not compared as a number")
         value = Fraction(token.rstrip("."))
+        if _small(value) is None:  # larger than every rational this file computes with
+            raise ParseError(f"{token!r}: too large to compare as a number")
         if self.peek() == r"\overline" and "." in token and "e" not in token.lower():
             self.take()
             self.expect("{")

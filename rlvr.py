@@ -123,12 +123,13 @@ def all_reduce_sum(x, device: torch.device):
     return t.tolist() if isinstance(x, list) else float(t[0])
 
 
-def init_distributed() -> torch.device:
+def init_distributed(device: str = "auto") -> torch.device:
     """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, gloo on CPU) and
-    return this process's device; otherwise the autodetected device."""
+    return this process's device; otherwise `device` ('auto': autodetected). An explicit
+    `--device cpu` under torchrun still joins the group (gloo), else every process is rank 0."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return pick_device()
-    cuda = torch.cuda.is_available()
+        return pick_device(device)
+    cuda = torch.cuda.is_available() and device != "cpu"
     torch.distributed.init_process_group("nccl" if cuda else "gloo")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -541,7 +542,7 @@ def main() -> None:
         for flag, path in (("--data", args.data), ("--eval-data", args.eval_data)):
             if path:
                 check_in_file(path, flag)
-    device = init_distributed() if args.device == "auto" else pick_device(args.device)
+    device = init_distributed(args.device)
     rank = dist_rank_world()[0]
     if args.model:
         task = word_problem_task(args, quiet=rank > 0)

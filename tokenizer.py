@@ -265,7 +265,10 @@ class BPETokenizer:
                     raise _refuse("pre_tokenizer Split behavior/invert", (p.get("behavior"), p.get("invert")),
                                   "only behavior 'Isolated', invert false")
                 pattern = p["pattern"].get("Regex") or re.escape(p["pattern"]["String"])
-                steps.append(("split", re.compile(translate_regex(pattern))))
+                try:
+                    steps.append(("split", re.compile(translate_regex(pattern))))
+                except re.error as e:  # e.g. \p{Lu}, \p{Han}, \X: Unicode classes we do not translate
+                    raise _refuse("pre_tokenizer Split pattern", pattern, f"a regex this tokenizer can read ({e})") from None
             elif p.get("type") == "Digits":  # SmolLM2: every digit its own piece, or runs of digits
                 pattern = r"\p{N}" if p.get("individual_digits") else r"\p{N}+"  # (Rust's char::is_numeric: N*)
                 steps.append(("split", re.compile(translate_regex(pattern))))

@@ -246,3 +246,15 @@ def test_numbers_never_import_sympy():
 def test_cli_bad_input_is_one_line():
     run = subprocess.run([sys.executable, "answers.py", "5", "--gold", ""], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+def test_huge_scientific_numbers_are_refused_quickly_not_crashed_or_hung():
+    """`1e2345` crashed the comparison (a number node beyond the rational bound) and `1e300000000`
+    hung it (Fraction built 10**300000000 in the training process): both are now read as text."""
+    import time
+    start = time.perf_counter()
+    assert not equivalent("1", "1e2345")
+    assert normalize("1e1234") == "1e1234"
+    assert not equivalent("5", extract_answer(r"The answer is \boxed{1e300000000}."))
+    assert equivalent("1e3000", "1e3000") and equivalent("1500", "1.5e3")
+    assert time.perf_counter() - start < 5.0

@@ -161,6 +161,9 @@ def test_bpe_refuses_what_it_cannot_do(tmp_path):
            ({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
                {"type": "Split", "pattern": {"Regex": r"\d"}, "behavior": "Removed", "invert": False},
                {"type": "ByteLevel"}]}}, "Split behavior"),
+           ({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [  # DeepSeek-style Unicode classes
+               {"type": "Split", "pattern": {"Regex": r"\p{Lu}+"}, "behavior": "Isolated", "invert": False},
+               {"type": "ByteLevel"}]}}, "Split pattern"),
            ({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
                {"type": "ByteLevel"}, {"type": "Digits"}]}}, "after ByteLevel"),
            ({"post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 1], "cls": ["[CLS]", 0]}},
