@@ -393,6 +393,41 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
 # command line
 
 
+def check_run_source(args) -> dict:
+    """A run directory belongs to one starting model and one data set: `--out/source.json` records
+    them (task, --base or --model, --data) when the run is made, and a later run into the same
+    directory (resume, --eval-only) with other ones is refused: its rl.pt holds weights trained
+    from the recorded model, so resuming or evaluating it would report them under other names."""
+    source = {"task": "word_problems" if args.model else args.task,
+              "base": os.path.abspath(args.base) if args.base else None,
+              "model": os.path.abspath(args.model) if args.model else None,
+              "data": os.path.abspath(args.data) if args.data else None}
+    path = os.path.join(args.out, "source.json")
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"{path} is not valid JSON: delete it only if {args.out} was made from "
+                             "these --base/--model/--data") from None
+        diff = [f"--{k} {saved.get(k)} there, {v} now" for k, v in source.items() if saved.get(k) != v]
+        if diff:
+            raise ValueError(f"--out {args.out} was made from other inputs ({'; '.join(diff)}): choose another "
+                             f"--out (if the files only moved, edit {path})")
+    return source
+
+
+def write_run_source(out: str, source: dict) -> None:
+    """Record the inputs of a run whose rl.pt exists (after training, or the first --eval-only of
+    an older run), for check_run_source."""
+    path = os.path.join(out, "source.json")
+    if os.path.exists(path) or not os.path.exists(os.path.join(out, "rl.pt")):
+        return
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(source, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def load_run(path: str, model: Transformer, router: Router | None) -> None:
     """Load the model (and router) an RL checkpoint holds into `model` (and `router`).
     Raises ValueError for an unloadable file or one made with another model, method or router."""
@@ -557,10 +592,13 @@ def main() -> None:
     router = None
     if args.method == "lbr":
         router = new_router(RouterConfig(features=args.router), model.cfg.n_embd, len(dec.widths), args.seed).to(device)
+    source = check_run_source(args)
     if not args.eval_only:
         train_rl(model, router, task, dec, cfg, args.out)
     elif os.path.exists(os.path.join(args.out, "rl.pt")):
         load_run(os.path.join(args.out, "rl.pt"), model, router)
+    if rank == 0:
+        write_run_source(args.out, source)
     if args.model:  # a benchmark: its first --eval-size problems, each once
         examples = task.eval_examples(args.eval_size)
     else:

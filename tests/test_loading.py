@@ -235,3 +235,22 @@ def test_resume_after_a_kill_keeps_one_metrics_row_per_step(tmp_path):
     run(tmp_path / "straight", TwoTokenTask())
     assert [r["step"] for r in rows(tmp_path / "killed")] == [1, 2, 3, 4]
     assert rows(tmp_path / "killed") == rows(tmp_path / "straight")
+
+
+def test_a_run_directory_refuses_another_starting_model(planning_base, tmp_path, monkeypatch, capsys):
+    """A finished run resumed or evaluated with another --base (or --model / --data) used to load the
+    run's weights silently and report them under the new name; source.json now records the inputs."""
+    other = str(tmp_path / "other_base.pt")
+    save_pt(load_pt(planning_base, "base"), other)  # same weights, another file: another input
+    out = tmp_path / "run"
+    common = ["--task", "planning", "--method", "cot", "--steps", "1", "--prompts-per-step", "2", "--group-size",
+              "2", "--eval-size", "2", "--eval-samples", "1", "--out", out]
+    monkeypatch.setattr(sys, "argv", ["rlvr.py", "--base", planning_base] + [str(a) for a in common])
+    rlvr.main()
+    source = json.loads((out / "source.json").read_text())
+    assert source["base"] == os.path.abspath(planning_base) and source["task"] == "planning"
+    before = {p: (out / p).read_bytes() for p in os.listdir(out)}
+    for extra in ([], ["--eval-only"]):
+        msg = cli_error(rlvr, ["--base", other] + common + extra, monkeypatch, capsys)
+        assert "made from other inputs" in msg and "--base" in msg
+    assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before  # nothing written
