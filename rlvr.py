@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -259,8 +260,15 @@ def resume(path: str, cfg: RLConfig, dec: DecodeConfig, model: Transformer, rout
         raise ValueError(f"{path} is not an RL checkpoint of rlvr.py; delete it or choose another --out")
     # fields added since the checkpoint was written take their defaults (which keep the old behaviour)
     saved = {**asdict(RLConfig()), **ckpt["rl_config"], "steps": cfg.steps}
-    if saved != asdict(cfg) or ckpt["decoding"] != asdict(dec):
-        raise ValueError(f"{path} was made with other settings; delete it or choose another --out")
+    router_now = asdict(router.cfg) if router is not None else None
+    if saved != asdict(cfg) or ckpt["decoding"] != asdict(dec) or ckpt.get("router_config") != router_now:
+        diff = [f"{k} {saved.get(k)} there, {v} now" for k, v in asdict(cfg).items() if saved.get(k) != v]
+        diff += [f"{k} {ckpt['decoding'].get(k)} there, {v} now" for k, v in asdict(dec).items()
+                 if ckpt["decoding"].get(k) != v]
+        if ckpt.get("router_config") != router_now:
+            diff.append(f"router {ckpt.get('router_config')} there, {router_now} now")
+        raise ValueError(f"{path} was made with other settings ({'; '.join(diff) or 'another method'}); "
+                         "delete it or choose another --out")
     if ckpt["step"] > cfg.steps:  # fewer steps would return (and evaluate) the longer run's model
         raise ValueError(f"{path} has already trained {ckpt['step']} steps, more than steps={cfg.steps}: "
                          f"give --steps {ckpt['step']} (or more) or choose another --out")
@@ -375,6 +383,9 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
         t0 = time.time()
         batches = collect_rollouts(model, router, task, dec, cfg, step, shards, ref_model)  # rollouts, advantages
         loss = update(model, router, opt, params, batches, cfg)
+        if not math.isfinite(loss):  # NaN/inf: the weights are ruined; say so instead of training on
+            raise ValueError(f"step {step + 1}: the loss is {loss} (not finite): lower --model-lr / "
+                             "--router-lr or raise the temperatures, and start a new --out")
         row = step_metrics(step, batches, loss, cfg, t0, device)
         history.append(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}")

@@ -175,3 +175,26 @@ def test_seeds_are_the_numbers_results_were_made_with_and_never_collide():
     seen = [Seeds(seed).train_step(step, shard) for seed in (0, 1, 2, 998) for step in (0, 1, 79, 1_000_002)
             for shard in range(4)]
     assert len(set(seen)) == len(seen)
+
+
+def test_resume_refuses_another_router_and_stops_on_a_non_finite_loss(tmp_path):
+    """A run resumed with other router features trained a subtree router as a `root` one, silently;
+    a learning rate of 1e30 trained to NaN weights and exited 0."""
+    import pytest as _pytest
+    from decode import LBRConfig
+    from helpers import tiny_model
+    from router import RouterConfig
+    from rlvr import new_router
+    task = OneTokenTask()
+    dec = LBRConfig(widths=(2, 1), max_new_tokens=task.max_answer_len)
+    cfg = RLConfig(steps=1, prompts_per_step=2, group_size=2)
+    model = tiny_model(vocab=4)
+    train_rl(model, new_router(RouterConfig(features="subtree", width=8), model.cfg.n_embd, 2, 0), task, dec, cfg,
+             str(tmp_path / "a"), quiet=True)
+    with _pytest.raises(ValueError, match="router .*'subtree'.* there, .*'root'.* now"):
+        train_rl(tiny_model(vocab=4), new_router(RouterConfig(features="root", width=8), model.cfg.n_embd, 2, 0),
+                 task, dec, RLConfig(steps=2, prompts_per_step=2, group_size=2), str(tmp_path / "a"), quiet=True)
+    with _pytest.raises(ValueError, match="not finite"):
+        train_rl(tiny_model(vocab=4), new_router(RouterConfig(width=8), model.cfg.n_embd, 2, 0), task, dec,
+                 RLConfig(steps=4, prompts_per_step=2, group_size=2, model_lr=1e30, router_lr=1e30),
+                 str(tmp_path / "b"), quiet=True)
