@@ -446,9 +446,9 @@ def greedy_completions(model: Transformer, prompts: list[list[int]], stop_ids: S
 
 if __name__ == "__main__":
     # `python decode.py [--trace FILE]` is the documented command for the step-by-step trace, whose
-    # code lives with the viewer (trace_view.main): it reads checkpoints and tasks, which sit above
-    # decoding in the import graph, so decode.py cannot import it at its top. Imported here, only
-    # when run as a script, trace_view (and the `decode` module it imports) load as ordinary modules.
-    from trace_view import main
-
-    run(main)
+    # code lives with the viewer (trace_view.py): it reads checkpoints and tasks, which sit above
+    # decoding in the data flow. So decode.py does not import it; it runs that script as the program,
+    # which keeps the import graph free of a decode -> trace_view -> decode cycle.
+    import runpy
+    viewer = runpy.run_path(__file__.replace("decode.py", "trace_view.py"), run_name="trace_view")
+    run(viewer["main"])

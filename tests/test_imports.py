@@ -35,7 +35,6 @@ LAYERS = [  # lowest first; a module may import its own layer and those before i
 # the only imports that point upward: (importer, imported) -> where they may sit and why
 ENTRY_POINTS = {
     ("rlvr", "math_experiment"): ("function", "`python rlvr.py --task math` is the documented math experiment"),
-    ("decode", "trace_view"): ("__main__", "`python decode.py` is the documented step-by-step trace"),
 }
 
 
