@@ -1,7 +1,7 @@
 # Every target installs the Python requirements first (once; re-run when requirements.txt changes).
 PYTHON ?= python3
 
-.PHONY: test bench synthetic math gpu-check deps clean
+.PHONY: test bench synthetic math ablations gpu-check deps clean
 
 # QUICK=1: toy sizes, one seed, about a minute (what CI runs)
 QUICK ?=
@@ -31,6 +31,11 @@ synthetic: out/.deps
 # Pass@1 and Pass@32 -> results/math.md + plots (QUICK=1: toy size, about a minute)
 math: out/.deps
 	$(PYTHON) rlvr.py --task math $(if $(QUICK),--quick,)
+
+# the study of when LBR pays (tuning on validation, LBR ablations, 5-seed test table, bootstrap)
+# -> results/ablations.md + plots, and results/math.md with the chosen configurations (QUICK=1: about a minute)
+ablations: out/.deps
+	$(PYTHON) ablations.py $(if $(QUICK),--quick,)
 
 # speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores)
 bench: out/.deps

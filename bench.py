@@ -412,7 +412,7 @@ def main() -> None:
     args.out = args.out or ("results/bench_quick.md" if args.quick else "results/bench.md")
     check_out_file(args.out, "--out")  # before minutes of timing, not after
     torch.manual_seed(0)
-    # the ~0.6M-parameter GPT of docs/DESIGN.md §8.5 (3 layers, d=128, GQA): big enough that forwards are not free
+    # the ~0.6M-parameter GPT of docs/DESIGN.md §8.6 (3 layers, d=128, GQA): big enough that forwards are not free
     model = Transformer(ModelConfig(vocab_size=64, n_layer=3, n_head=4, n_kv_head=2, n_embd=128,
                                     intermediate_size=384)).eval()
     T, widths_list = args.tokens, [(2, 2), (4, 1), (4, 2)]

@@ -46,10 +46,15 @@ def check_float(name: str, value, lo: float = 0.0, strict: bool = True, hint: st
 
 
 def check_out_dir(path: str, flag: str) -> None:
-    """A directory the command will write into: refused if it is a file, or if it cannot be
-    created below an existing file (checked before any work, not after the training)."""
+    """A directory the command will write into: refused if it is empty, a file, cannot be created
+    below an existing file, or exists and is not writable (checked before any work, not after the
+    training)."""
+    if not path:
+        raise ValueError(f"{flag} '': give a directory")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{flag} {path}: is a file, not a directory; give a directory")
+    if os.path.isdir(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path}: not writable; give a directory you can write to")
     _check_parent(path, flag)
 
 
@@ -113,3 +118,6 @@ def run(main: Callable[[], None]) -> None:
         main()
     except (ValueError, OSError) as e:
         fail(os.path.basename(sys.argv[0]), e)
+    except KeyboardInterrupt:  # Ctrl-C: finished work is cached or checkpointed; say so, no traceback
+        sys.stderr.write(f"{os.path.basename(sys.argv[0])}: interrupted; run the same command again to resume\n")
+        sys.exit(130)

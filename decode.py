@@ -135,6 +135,10 @@ class SequenceTrajectory:
         """Model forward tokens spent after the prompt, per row: each committed token but the last."""
         return (self.length - 1).clamp(min=0)
 
+    def model_factors(self) -> Tensor:
+        """Factors of log P(τ) from the model, per row: one per committed token."""
+        return self.length
+
 
 @dataclass
 class SoftTrajectory:
@@ -155,6 +159,10 @@ class SoftTrajectory:
     def forward_tokens(self) -> Tensor:
         """One forward (of a K-token mixture) per committed token but the last, as for `cot`."""
         return (self.length - 1).clamp(min=0)
+
+    def model_factors(self) -> Tensor:
+        """Factors of log P(τ) from the model, per row: every draw that happened."""
+        return self.active.sum((1, 2))
 
 
 @dataclass
@@ -186,6 +194,10 @@ class TreeTrajectory:
 
     def forward_tokens(self) -> Tensor:
         """Model forward tokens spent after the prompt, per row: every node born is forwarded once."""
+        return self.n_nodes - self.prompt_len
+
+    def model_factors(self) -> Tensor:
+        """Factors of log P(τ) from the model, per row: one log q(n) per node born."""
         return self.n_nodes - self.prompt_len
 
 

@@ -81,6 +81,7 @@ def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig,
     majority@k (`majority_vote` over the first k samples' `answer_key`s), and forward tokens per
     committed token. A task with `groups(example) -> {name: label}` (word problems: level,
     subject) also gets out["by_NAME"] = {label: {"problems", "pass@k", "majority@k"}}.
+    out["n"] is n and out["correct"] the number of correct samples of each problem, in order.
 
     samples: if a list is given, one dict per sample is appended to it, problem after problem:
     {"problem": index in `examples`, "sample": j, what task.record(example, completion) says (word
@@ -123,6 +124,7 @@ def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig,
 
     out = summary(list(range(len(examples))))
     out["fwd_per_token"] = fwd / max(committed, 1)
+    out["n"], out["correct"] = n, count  # per problem: for a paired bootstrap, or Pass@k at other k
     labels = [task.difficulty(e) for e in examples]
     for d in sorted(set(labels)):  # Pass@k per difficulty (planning: target depth j2; math: ops3)
         sel = [ci for ci, lab in zip(count, labels) if lab == d]

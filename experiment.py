@@ -12,8 +12,9 @@ import platform
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -27,9 +28,9 @@ def run_seeds(run_seed: Callable[..., dict], seeds: list[int], sizes, out_root: 
         raise ValueError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed would run "
                          "two processes into the same directories)")
     if report_only:
-        with open(json_path) as f:
-            saved = json.load(f)
-        return saved["results"], saved["seconds"]
+        saved = load_saved(json_path)
+        with malformed(json_path):
+            return list(saved["results"]), float(saved["seconds"])
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=jobs or len(seeds), initializer=torch.set_num_threads, initargs=(1,)) as pool:
         results = list(pool.map(run_seed, seeds, [sizes] * len(seeds), [out_root] * len(seeds)))
@@ -38,6 +39,45 @@ def run_seeds(run_seed: Callable[..., dict], seeds: list[int], sizes, out_root: 
     with open(json_path, "w") as f:
         json.dump({"seconds": seconds, "sizes": asdict(sizes), "results": results}, f, indent=1)
     return results, seconds
+
+
+def load_saved(path: str, quick: bool | None = None) -> dict:
+    """The JSON an experiment saved, for --report-only. Raises ValueError naming the file when it
+    cannot be read as a JSON object, or (quick given) was made in the other mode: a quick run's
+    numbers must not be reported as the full run's."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a saved report ({e}); run without --report-only to make it") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not a saved report (a JSON {type(saved).__name__}); run without --report-only")
+    if quick is not None and saved.get("quick", quick) != quick:
+        raise ValueError(f"{path} was made {'with' if saved['quick'] else 'without'} --quick; give the same mode "
+                         "to --report-only, or run without it")
+    return saved
+
+
+@contextmanager
+def malformed(path: str) -> Iterator[None]:
+    """Turns what a saved report with missing or ill-typed fields raises into one ValueError
+    naming the file (for --report-only, which reads a file a person may have edited)."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError, AttributeError, ZeroDivisionError, ValueError,
+            statistics.StatisticsError) as e:
+        raise ValueError(f"{path} does not hold what the report needs ({type(e).__name__}: {e}); run without "
+                         "--report-only to make it again") from None
+
+
+def mark_saved(path: str, **fields) -> None:
+    """Add fields (the command, the mode) to a saved JSON, atomically."""
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    saved.update(fields)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(saved, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def provenance(cmd: str, results: list[dict], seconds: float) -> str:

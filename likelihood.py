@@ -53,12 +53,13 @@ class Factors:
     model_mask: Tensor  # (B, F) bool: the entry is a factor (a committed token, a draw that happened, a node born)
     router_logpi: Tensor  # (B, S) log π_φ(i_t | tree_t) of every step taken, 0 past the end; (B, 0) without a router
     router_mask: Tensor  # (B, S) bool: step t was taken
+    router_entropy: Tensor  # (B, S) entropy H(π_φ(· | tree_t)) in nats of every step taken, 0 past the end (not a factor)
 
     @staticmethod
     def without_router(logp: Tensor, mask: Tensor) -> "Factors":
         """The factors of a method without a router (`cot`, `soft`): logp, mask (B, F)."""
         no_router = logp.new_zeros(logp.shape[0], 0)
-        return Factors(logp, mask, no_router, no_router.bool())
+        return Factors(logp, mask, no_router, no_router.bool(), no_router)
 
     @property
     def total(self) -> Tensor:
@@ -247,7 +248,8 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Fa
         cand_logp=logp_flat[(row0 + roots)[..., None], cand_tok])  # (B, S, K)
     logpi = (router(x).float() / cfg.router_temperature).log_softmax(-1)  # (B, S, K)
     router_logpi = torch.where(taken, logpi.gather(2, traj.choice.clamp(0, K - 1)[..., None]).squeeze(2), 0.0)
-    return Factors(node_logq, born, router_logpi, taken)
+    entropy = torch.where(taken, -(logpi.exp() * logpi).sum(-1), 0.0)  # (B, S) for an entropy bonus (rlvr.py)
+    return Factors(node_logq, born, router_logpi, taken, entropy)
 
 
 def factors(model: Transformer, router: Router | None, traj: Trajectory) -> Factors:

@@ -42,16 +42,22 @@ from tqdm import tqdm
 from chat import ChatTemplate
 from checkpoint import load_pretrained, load_pt, save_pt, stop_ids
 from cli import ArgumentParser, check_device, check_float, check_in_file, check_int, check_out_dir, run
-from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, generate
+from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, TreeTrajectory, generate
 from evaluate import dist_rank_world, evaluate, rewards_of
 from likelihood import Factors, factors
 from model import Transformer, autocast, pick_device
 from router import Router, RouterConfig
+from tree import TreeShape
 from sft import load_sft_model
 from tasks import get_task
 from tasks.common import Seeds, make_examples
 from tasks.word_problems import DEFAULT_INSTRUCTION, WordProblemTask, load_problems
 from tokenizer import BPETokenizer
+
+
+class NonFiniteLoss(ValueError):
+    """The RL loss became NaN or inf: the weights are ruined (a learning rate too high for the
+    configuration). A ValueError (the CLI prints one line); the study catches it by this name."""
 
 
 @dataclass
@@ -65,6 +71,8 @@ class RLConfig:
     epochs: int = 1  # passes over each batch (1: the plain likelihood-ratio gradient; >1: PPO)
     clip_eps: float = 0.2  # PPO clip range of each factor's ratio (matters when epochs > 1)
     kl_coef: float = 0.0  # weight of KL(current || initial model) over the model's factors (k3 estimator)
+    router_entropy_coef: float = 0.0  # lbr: β of an entropy bonus, - β Σ_t H(π_φ(· | tree_t)) per rollout in the loss
+    factor_norm: bool = False  # divide the loss by the method's factors per committed token (factors_per_token)
     freeze_model: bool = False  # train the router only
     freeze_router: bool = False  # train the model only
     grad_clip: float = 1.0  # max gradient norm
@@ -82,6 +90,7 @@ class RLConfig:
         for name in ("model_lr", "router_lr", "clip_eps", "grad_clip"):
             check_float(name, getattr(self, name))
         check_float("kl_coef", self.kl_coef, strict=False)
+        check_float("router_entropy_coef", self.router_entropy_coef, strict=False)
 
 
 def new_router(cfg: RouterConfig, n_embd: int, max_depth: int, seed: int) -> Router:
@@ -179,6 +188,21 @@ def policy_loss(new: Factors, old_logp: Tensor, adv: Tensor, clip_eps: float, n_
     a = adv[:, None]
     objective = torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
     return -(objective * new.mask).sum() / (n_rollouts or len(adv))
+
+
+def factors_per_token(dec: DecodeConfig) -> int:
+    """The number of factors of log P(τ) per committed token, a constant of the method's shape:
+    `cot` 1 (the token), `soft` K (its draws), `lbr` the nodes born at a step plus the router's choice.
+    After the first step an LBR step keeps the committed candidate's subtree (it becomes the new
+    local tree minus one level) and refills the rest: widths (4, 1) give 9 - 2 = 7 births + 1.
+    (Ends of sequences and EOS leaves give a little fewer.) RLConfig.factor_norm divides the loss by it:
+    a constant, so the gradient stays an unbiased estimate, of the objective divided by it."""
+    if isinstance(dec, LBRConfig):
+        shape = TreeShape.from_widths(dec.widths)
+        return shape.n_slots - shape.subtree.shape[1] + 1
+    if isinstance(dec, SoftConfig):
+        return dec.k
+    return 1
 
 
 def kl_penalty(new: Factors, ref_logp: Tensor, n_rollouts: int | None = None) -> Tensor:
@@ -310,42 +334,78 @@ def collect_rollouts(model: Transformer, router: Router | None, task, dec: Decod
     return batches
 
 
+def grad_norm(params: list[Tensor]) -> float:
+    """L2 norm of the gradients of `params` (0 for none)."""
+    norms = [p.grad.norm() for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
 def update(model: Transformer, router: Router | None, opt: torch.optim.Optimizer, params: list[Tensor],
-           batches: list[RolloutBatch], cfg: RLConfig) -> float:
+           batches: list[RolloutBatch], cfg: RLConfig) -> dict[str, float]:
     """cfg.epochs optimiser steps on the step's rollouts: each replays every factor of log P(τ)
-    under the current parameters, backpropagates the clipped loss (+ KL), sums the gradients of
-    all processes, clips their norm and steps. Returns the first epoch's loss (summed over processes)."""
+    under the current parameters, backpropagates the clipped loss (+ KL, - entropy bonus), sums the
+    gradients of all processes, clips their norm and steps. Returns the first epoch's loss (summed
+    over processes) and the L2 norms of the model's and the router's gradients before clipping
+    ("grad_norm_model", "grad_norm_router"; the router's is 0 without one)."""
     device = model.embed_tokens.weight.device
-    n_rollouts = cfg.prompts_per_step * cfg.group_size  # of the whole step: the loss's constant normaliser
-    old, losses = [None] * len(batches), []
-    for _ in range(cfg.epochs):
+    # the loss's constant normaliser: the rollouts of the whole step (times the factors per token)
+    dec = getattr(batches[0].traj, "cfg", CotConfig())  # a cot record keeps only its temperature
+    norm = cfg.prompts_per_step * cfg.group_size * (factors_per_token(dec) if cfg.factor_norm else 1)
+    old, out = [None] * len(batches), {}
+    router_params = {id(p) for p in router.parameters()} if router is not None else set()
+    for epoch in range(cfg.epochs):
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for i, b in enumerate(batches):
             with autocast(device):  # bf16 matmuls on CUDA; log-probs and the loss stay fp32
                 new = factors(model, router, b.traj)
             old[i] = new.logp.detach() if old[i] is None else old[i]  # the sampling policy's, fixed at epoch 1
-            loss = policy_loss(new, old[i], b.adv, cfg.clip_eps, n_rollouts=n_rollouts)
+            loss = policy_loss(new, old[i], b.adv, cfg.clip_eps, n_rollouts=norm)
             if b.ref_logp is not None:
-                loss = loss + cfg.kl_coef * kl_penalty(new, b.ref_logp, n_rollouts=n_rollouts)
+                loss = loss + cfg.kl_coef * kl_penalty(new, b.ref_logp, n_rollouts=norm)
+            if cfg.router_entropy_coef:
+                loss = loss - cfg.router_entropy_coef * new.router_entropy.sum() / norm
             loss.backward()  # gradients of the slices add up to the gradient of the whole step
             total += loss.item()
         all_reduce_grads(params)
+        if epoch == 0:
+            out = {"loss": all_reduce_sum(total, device),
+                   "grad_norm_model": grad_norm([p for p in params if id(p) not in router_params]),
+                   "grad_norm_router": grad_norm([p for p in params if id(p) in router_params])}
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        losses.append(all_reduce_sum(total, device))
-    return losses[0]
+    return out
 
 
-def step_metrics(step: int, batches: list[RolloutBatch], loss: float, cfg: RLConfig, t0: float,
+def router_entropy(traj: Trajectory) -> tuple[float, int]:
+    """(sum of H(π_φ(· | tree_t)) in nats over the steps taken, number of those steps) of the router
+    distributions an LBR decoder sampled from (recorded in the trajectory); (0, 0) for other methods."""
+    if not isinstance(traj, TreeTrajectory):
+        return 0.0, 0
+    taken = torch.arange(traj.choice.shape[1], device=traj.choice.device) < traj.length[:, None]  # (B, S)
+    h = -(traj.router_logp.exp() * traj.router_logp).nan_to_num().sum(-1)  # (B, S, K) -> (B, S); 0·log 0 = 0
+    return float(h[taken].sum()), int(taken.sum())
+
+
+def step_metrics(step: int, batches: list[RolloutBatch], upd: dict[str, float], cfg: RLConfig, t0: float,
                  device: torch.device) -> dict:
-    """The metrics row of step `step` (0-based) over all processes' rollouts."""
+    """The metrics row of step `step` (0-based) over all processes' rollouts: mean reward, loss,
+    gradient norms (`update`), forward tokens per committed token, mean length, mean model factors per
+    rollout, and for lbr the mean entropy of the router per step (nats; log K is uniform)."""
     n_rollouts = cfg.prompts_per_step * cfg.group_size
-    reward_sum, fwd_sum, len_sum = all_reduce_sum([sum(float(b.rewards.float().sum()) for b in batches),
-                                                   sum(float(b.traj.forward_tokens().sum()) for b in batches),
-                                                   sum(float(b.traj.length.sum()) for b in batches)], device)
-    return {"step": step + 1, "reward": reward_sum / n_rollouts, "loss": loss,
-            "fwd_per_token": fwd_sum / max(len_sum, 1), "length": len_sum / n_rollouts, "seconds": time.time() - t0}
+    ent = [router_entropy(b.traj) for b in batches]
+    sums = all_reduce_sum([sum(float(b.rewards.float().sum()) for b in batches),
+                           sum(float(b.traj.forward_tokens().sum()) for b in batches),
+                           sum(float(b.traj.length.sum()) for b in batches),
+                           sum(float(b.traj.model_factors().sum()) for b in batches),
+                           sum(e[0] for e in ent), sum(e[1] for e in ent)], device)
+    reward_sum, fwd_sum, len_sum, factor_sum, ent_sum, ent_steps = sums
+    row = {"step": step + 1, "reward": reward_sum / n_rollouts, **upd,
+           "fwd_per_token": fwd_sum / max(len_sum, 1), "length": len_sum / n_rollouts,
+           "model_factors": factor_sum / n_rollouts, "seconds": time.time() - t0}
+    if ent_steps:
+        row["router_entropy"] = ent_sum / ent_steps
+    return row
 
 
 def write_metrics(path: str, rows: list[dict], append: bool = False) -> None:
@@ -382,11 +442,12 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
     for step in bar:
         t0 = time.time()
         batches = collect_rollouts(model, router, task, dec, cfg, step, shards, ref_model)  # rollouts, advantages
-        loss = update(model, router, opt, params, batches, cfg)
+        upd = update(model, router, opt, params, batches, cfg)
+        loss = upd["loss"]
         if not math.isfinite(loss):  # NaN/inf: the weights are ruined; say so instead of training on
-            raise ValueError(f"step {step + 1}: the loss is {loss} (not finite): lower --model-lr / "
+            raise NonFiniteLoss(f"step {step + 1}: the loss is {loss} (not finite): lower --model-lr / "
                              "--router-lr or raise the temperatures, and start a new --out")
-        row = step_metrics(step, batches, loss, cfg, t0, device)
+        row = step_metrics(step, batches, upd, cfg, t0, device)
         history.append(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}")
         if rank > 0:
@@ -568,6 +629,14 @@ def main() -> None:
             raise ValueError("the math experiment runs its seeds in local processes; under torchrun give --method")
         if args.task != "math":
             raise ValueError("give --method cot|soft|lbr (the planning experiment is `make synthetic`)")
+        # the experiment's settings are its own (math_experiment.MathSizes, chosen by `make ablations`):
+        # a flag of one run would be ignored, so it is refused
+        run_flags = {a.dest: a.option_strings[0] for a in ap._actions if a.option_strings and a.dest not in
+                     {"help", "task", "out", "quick", "seeds", "jobs", "results", "report_only"}}
+        given = [flag for dest, flag in run_flags.items() if getattr(args, dest) != ap.get_default(dest)]
+        if given:
+            raise ValueError(f"{', '.join(given)}: settings of one run, which the math experiment (--task math "
+                             "without --method) does not take; add --method cot|soft|lbr --base ... for one run")
         math_experiment.run(args.quick, args.seeds, args.out or "out/math", args.results, args.jobs, args.report_only)
         return
     if (args.base is None) == (args.model is None) or args.out is None:

@@ -45,6 +45,9 @@ class Seeds:
                                                               sft.py's health checks and rlvr.py
         experiment_eval_examples    20_000 + seed             the experiments' evaluation problems: others
                                                               than those their base model's health used
+        validation_examples         30_000 + seed             the problems every choice of ablations.py is
+                                                              made on (learning rates, widths, ...), never
+                                                              the test problems (experiment_eval_examples)
         eval_sampling(rank)         seed + 7919 * rank        the evaluation sampler of process `rank`
 
     The multipliers keep the streams apart: 1_000_003 is a prime above any step count, so
@@ -69,6 +72,10 @@ class Seeds:
     @property
     def experiment_eval_examples(self) -> int:
         return 20_000 + self.seed
+
+    @property
+    def validation_examples(self) -> int:
+        return 30_000 + self.seed
 
     def eval_sampling(self, rank: int = 0) -> int:
         return self.seed + 7919 * rank

@@ -81,6 +81,11 @@ ROWS = [
      r"no such file"),
     ("math-jobs-negative", "rlvr.py", ["--task", "math", "--jobs", "-1", "--out", "{tmp}/m"], r"--jobs"),
     ("math-exp-out-is-file", "math_experiment.py", ["--out", "{file}", "--results", "{tmp}/r"], r"--out"),
+    ("ablations-out-is-file", "ablations.py", ["--out", "{file}", "--results", "{tmp}/r"], r"--out"),
+    ("ablations-planning-out-is-file", "ablations.py", ["--planning-out", "{file}", "--out", "{tmp}/m", "--results",
+                                                        "{tmp}/r"], r"--planning-out"),
+    ("ablations-report-only-no-json", "ablations.py", ["--report-only", "--results", "{tmp}/empty", "--out",
+                                                       "{tmp}/m"], r"no such file"),
     ("synthetic-results-is-file", "synthetic.py", ["--results", "{file}", "--out", "{tmp}/p"], r"--results"),
     ("synthetic-jobs-negative", "synthetic.py", ["--jobs", "-2", "--out", "{tmp}/p", "--results", "{tmp}/r"],
      r"--jobs"),
@@ -386,15 +391,18 @@ def test_checkpoint_prints_text_with_its_tokenizer(tmp_path, monkeypatch, capsys
     assert ast.literal_eval(text.group(2)) == ref.decode(continuation, skip_special_tokens=False)
 
 
-@pytest.mark.parametrize("module,stem", [("synthetic", "synthetic"), ("math_experiment", "math")])
+@pytest.mark.parametrize("module,stem", [("synthetic", "synthetic"), ("math_experiment", "math"), ("ablations", "ablations")])
 def test_report_only_rewrites_the_committed_report_and_quick_mode_says_what_it_checks(module, stem, tmp_path,
                                                                                       monkeypatch, capsys):
     """`--report-only` turns results/STEM.json back into results/STEM.md byte for byte (the report
     format of the full runs is fixed); with --quick the same numbers come with the note, under the
     title of the file and at the end of the console, that quick mode checks the pipeline only."""
     mod = __import__(module)
-    for name in (f"{stem}.json", f"{stem}_quick.json"):
-        shutil.copy(os.path.join(ROOT, "results", f"{stem}.json"), tmp_path / name)
+    with open(os.path.join(ROOT, "results", f"{stem}.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    shutil.copy(os.path.join(ROOT, "results", f"{stem}.json"), tmp_path / f"{stem}.json")
+    with open(tmp_path / f"{stem}_quick.json", "w", encoding="utf-8") as f:  # the same numbers, as if made with --quick
+        json.dump(saved | ({"quick": True} if "quick" in saved else {}), f)
     for quick in (False, True):
         monkeypatch.setattr(sys, "argv", [f"{module}.py", "--report-only", "--results", str(tmp_path),
                                           "--out", str(tmp_path / "out")] + ["--quick"] * quick)

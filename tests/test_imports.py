@@ -28,7 +28,7 @@ LAYERS = [  # lowest first; a module may import its own layer and those before i
     ("sft", {"sft"}),
     ("evaluate", {"evaluate"}),
     ("rlvr", {"rlvr"}),
-    ("experiments", {"experiment", "synthetic", "math_experiment"}),
+    ("experiments", {"experiment", "synthetic", "math_experiment", "ablations"}),
     ("views and scripts", {"trace_view", "bench", "gpu_check", "lecture"}),
 ]
 
