@@ -597,7 +597,7 @@ def plots(res: dict, out_dir: str, stem: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=False)
     for ax, metric in zip(axes, ["pass@1", f"pass@{n}"]):
         vals = [abl[lab]["by_T"][_t1(abl[lab])][metric] for lab in labels]
-        ax.barh(range(len(labels)), [statistics.mean(v) for v in vals], xerr=[statistics.pstdev(v) for v in vals],
+        ax.barh(range(len(labels)), [statistics.mean(v) for v in vals], xerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals],
                 color="tab:blue", alpha=0.7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_xlabel(f"validation {metric.replace('pass', 'Pass')} (T_r 1)")
