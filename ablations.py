@@ -38,26 +38,30 @@ Run:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 
 import torch
 
 import math_experiment as mx
 import synthetic
-from cli import ArgumentParser, check_in_file, check_int, check_out_dir, run as run_cli
+from cli import ArgumentParser, check_in_file, check_out_dir, make_out_dir, run as run_cli
 from evaluate import evaluate
 from experiment import load_saved, malformed, mean_std
 from math_experiment import BUDGET, MathSizes, RunSpec, pass_at
+from model import ModelConfig
 from rlvr import NonFiniteLoss, new_router, train_rl
 from router import RouterConfig
 from sft import SFTConfig, train_sft
 from tasks import get_task
 from tasks.common import Seeds, make_examples
+from tree import TreeShape
 
 TRAINED = ("rlvr", "soft", "lbr")
 CHOSEN_LABEL = "chosen: widths (4, 1), iid, subtree"  # LBR at its chosen learning rate (the variants' reference)
@@ -113,28 +117,33 @@ def validation_job(seed: int, spec: RunSpec, temps: tuple[float, ...], sizes: St
             model, router, hist = mx.train_method(base, spec, m, seed, out_root)
         except NonFiniteLoss as e:  # this configuration fails (scores 0); the study goes on
             print(f"[seed {seed}] {spec.name}: {e}", flush=True)
-            zero = {"pass@1": 0.0, f"pass@{m.samples}": 0.0, "fwd_per_token": 0.0, "n": m.samples,
-                    "correct": [0] * sizes.val_size, "diverged": str(e)}
-            return {"curve": [], "val": {t: zero for t in temps}}
+            return {"curve": [], "val": {t: mx.diverged_eval(str(e), sizes.val_size, m.samples) for t in temps}}
     out = {"curve": [{k: v for k, v in h.items() if k != "seconds"} for h in hist], "val": {}}
     for t in temps:
-        path = os.path.join(run_dir, f"validation_T{t:g}_n{m.samples}_p{sizes.val_size}_steps{m.rl.steps}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                out["val"][t] = json.load(f)
-            continue
-        ev = evaluate(model, router, task, mx.decoder(task, None if spec.method == "cot" else spec, m, t), examples,
-                      m.samples, (1, m.samples), Seeds(seed).validation_examples)
-        keep = {k: ev[k] for k in ("pass@1", f"pass@{m.samples}", "fwd_per_token", "n", "correct")}
-        os.makedirs(run_dir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(keep, f)
-        os.replace(path + ".tmp", path)
-        out["val"][t] = keep
+        dec = mx.decoder(task, None if spec.method == "cot" else spec, m, t)
+        out["val"][t] = cached_eval(
+            os.path.join(run_dir, f"validation_T{t:g}_n{m.samples}_p{sizes.val_size}_steps{m.rl.steps}.json"),
+            lambda: evaluate(model, router, task, dec, examples, m.samples, (1, m.samples), Seeds(seed).validation_examples))
     print(f"[seed {seed}] {'cot' if spec.method == 'cot' else spec.name}: " + ", ".join(f"T {t:g} pass@1 {v['pass@1']:.3f} pass@{m.samples} "
                                                      f"{v[f'pass@{m.samples}']:.3f}" for t, v in out["val"].items()),
           flush=True)
     return out
+
+
+def cached_eval(path: str, compute: Callable[[], dict]) -> dict:
+    """What the study keeps of an `evaluate` result (Pass@1, Pass@n, forward tokens per committed
+    token, n and the per-problem counts), read from `path` when it exists, else computed by
+    `compute()` and written there atomically."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    ev = compute()
+    keep = {k: ev[k] for k in ("pass@1", f"pass@{ev['n']}", "fwd_per_token", "n", "correct")}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(keep, f)
+    os.replace(path + ".tmp", path)
+    return keep
 
 
 def _job(args: tuple) -> dict:
@@ -144,18 +153,11 @@ def _job(args: tuple) -> dict:
 def run_jobs(jobs: list[tuple[int, RunSpec, tuple[float, ...]]], sizes: StudySizes, out_root: str) -> dict:
     """{(spec name, seed): validation_job result} for every (seed, spec, temperatures), in parallel;
     the most expensive (the widest trees) first, so that the processes finish together."""
-    cost = lambda j: (j[1].method == "lbr") * sum(_prod(j[1].widths[:d + 1]) for d in range(len(j[1].widths)))  # noqa: E731
+    cost = lambda j: TreeShape.from_widths(j[1].widths).n_slots if j[1].method == "lbr" else 0  # noqa: E731
     order = sorted(jobs, key=cost, reverse=True)
     with ProcessPoolExecutor(max_workers=sizes.jobs) as pool:
         results = list(pool.map(_job, [(s, spec, t, sizes, out_root) for s, spec, t in order]))
     return {(spec.name, s): r for (s, spec, _), r in zip(order, results)}
-
-
-def _prod(xs) -> int:
-    out = 1
-    for x in xs:
-        out *= x
-    return out
 
 
 def score(val: dict, n: int) -> float:
@@ -197,22 +199,15 @@ def test_job(args: tuple) -> dict:
     seed, spec, t, sizes, out_root = args
     torch.set_num_threads(1)
     task, m = get_task("math"), sizes.math
-    run_dir = os.path.join(out_root, "rl", f"{spec.name}_s{seed}")
-    path = os.path.join(run_dir, f"test_T{t:g}_n{m.samples}_p{m.eval_size}_steps{m.rl.steps}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    base, _ = mx.pretrained(seed, m, out_root)
+    path = os.path.join(out_root, "rl", f"{spec.name}_s{seed}",
+                        f"test_T{t:g}_n{m.samples}_p{m.eval_size}_steps{m.rl.steps}.json")
     try:
-        model, router, _ = mx.train_method(base, spec, m, seed, out_root)
+        model, router, _ = mx.train_method(mx.pretrained(seed, m, out_root)[0], spec, m, seed, out_root)
     except NonFiniteLoss as e:
         return mx.diverged_eval(str(e), m.eval_size, m.samples)
     examples = make_examples(task, m.eval_size, seed=Seeds(seed).experiment_eval_examples, split="eval")
-    ev = evaluate(model, router, task, mx.decoder(task, spec, m, t), examples, m.samples, (1, m.samples), seed)
-    keep = {k: ev[k] for k in ("pass@1", f"pass@{m.samples}", "fwd_per_token", "n", "correct")}
-    with open(path + ".tmp", "w") as f:
-        json.dump(keep, f)
-    os.replace(path + ".tmp", path)
+    keep = cached_eval(path, lambda: evaluate(model, router, task, mx.decoder(task, spec, m, t), examples, m.samples,
+                                              (1, m.samples), seed))
     print(f"[seed {seed}] test {spec.name} T_r {t:g}: pass@1 {keep['pass@1']:.3f}, pass@{m.samples} "
           f"{keep[f'pass@{m.samples}']:.3f}", flush=True)
     return keep
@@ -247,7 +242,6 @@ def planning_job(args: tuple) -> dict:
     seed `seed`, with or without the factor normalisation; validation Pass@1 (cached)."""
     seed, lr, factor_norm, sizes, out_root = args
     torch.set_num_threads(1)
-    from model import ModelConfig
     task, p = get_task("planning"), sizes.planning
     base, _ = train_sft(task, ModelConfig.tiny(task.tokenizer.vocab_size, max_seq_len=256), replace(p.sft, seed=seed),
                         os.path.join(out_root, f"base_s{seed}.pt"), torch.device("cpu"), quiet=True)
@@ -257,7 +251,6 @@ def planning_job(args: tuple) -> dict:
     cfg = replace(p.rl, seed=seed, model_lr=lr, factor_norm=factor_norm)
     name = f"lbr_joint_lr{lr:g}" + ("_factor_norm" if factor_norm else "")
     run_dir = os.path.join(out_root, "rl", f"{name}_s{seed}")
-    import copy
     model = copy.deepcopy(base)
     try:
         hist = train_rl(model, router, task, dec, cfg, run_dir, quiet=True)
@@ -265,18 +258,11 @@ def planning_job(args: tuple) -> dict:
         print(f"[planning seed {seed}] {name}: {e}", flush=True)
         return {"name": name, "lr": lr, "factor_norm": factor_norm, "diverged": str(e), "pass@1": 0.0,
                 f"pass@{p.lbr_samples}": 0.0, "rewards": []}
-    path = os.path.join(run_dir, f"validation_n{p.lbr_samples}_p{sizes.planning_val_size}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            ev = json.load(f)
-    else:
-        examples = make_examples(task, sizes.planning_val_size, seed=Seeds(seed).validation_examples, split="eval")
-        full = evaluate(model.requires_grad_(False), router.requires_grad_(False), task, dec, examples, p.lbr_samples,
-                        (1, p.lbr_samples), Seeds(seed).validation_examples)
-        ev = {k: full[k] for k in ("pass@1", f"pass@{p.lbr_samples}")}
-        with open(path + ".tmp", "w") as f:
-            json.dump(ev, f)
-        os.replace(path + ".tmp", path)
+    examples = make_examples(task, sizes.planning_val_size, seed=Seeds(seed).validation_examples, split="eval")
+    full = cached_eval(os.path.join(run_dir, f"validation_n{p.lbr_samples}_p{sizes.planning_val_size}.json"),
+                       lambda: evaluate(model.requires_grad_(False), router.requires_grad_(False), task, dec, examples,
+                                        p.lbr_samples, (1, p.lbr_samples), Seeds(seed).validation_examples))
+    ev = {k: full[k] for k in ("pass@1", f"pass@{p.lbr_samples}")}
     print(f"[planning seed {seed}] {name}: pass@1 {ev['pass@1']:.3f}", flush=True)
     return {"name": name, "lr": lr, "factor_norm": factor_norm, **ev,
             "grad_norm_model": statistics.mean(h["grad_norm_model"] for h in hist),
@@ -391,14 +377,6 @@ def _jsonable(x):
 # report
 
 
-def _cell(values: list[float]) -> str:
-    return mean_std(values)
-
-
-def _config_label(spec: dict) -> str:
-    return f"lr {spec['model_lr']:g}"
-
-
 def report(res: dict, cmd: str, stem: str) -> str:
     sizes, n = res["sizes"], res["sizes"]["math"]["samples"]
     tune, test = res["sizes"]["tune_seeds"], res["test"]
@@ -444,14 +422,14 @@ def report(res: dict, cmd: str, stem: str) -> str:
               f"| method | configurations tried | chosen on validation | Pass@1 | Pass@{n} | fwd/token |",
               "| --- | ---: | --- | ---: | ---: | ---: |"]
     for key in keys:
-        lines.append(f"| {key} | {tried[key]} | {chosen_label(key)} | {_cell(get(key, 1))} | "
-                     f"{_cell(get(key, n))} | {_cell([_ev(r, key, n)['fwd_per_token'] for r in test])} |")
+        lines.append(f"| {key} | {tried[key]} | {chosen_label(key)} | {mean_std(get(key, 1))} | "
+                     f"{mean_std(get(key, n))} | {mean_std([_ev(r, key, n)['fwd_per_token'] for r in test])} |")
     bs = res.get("best_shot") or {}
     if bs.get("test"):
         lines.append(f"| lbr, best of all {bs['configurations']} LBR configurations (more than the baselines got) | "
                      f"{bs['configurations']} | {bs['label']}, T_r {bs['T']:g} | "
-                     f"{_cell([pass_at(e, 1) for e in bs['test']])} | {_cell([pass_at(e, n) for e in bs['test']])} | "
-                     f"{_cell([e['fwd_per_token'] for e in bs['test']])} |")
+                     f"{mean_std([pass_at(e, 1) for e in bs['test']])} | {mean_std([pass_at(e, n) for e in bs['test']])} | "
+                     f"{mean_std([e['fwd_per_token'] for e in bs['test']])} |")
     elif bs:
         lines += ["", f"(The best of all {bs['configurations']} LBR configurations on validation is the chosen one.)"]
     baselines = ["cot", "rlvr", "soft"]
@@ -488,7 +466,7 @@ def report(res: dict, cmd: str, stem: str) -> str:
             for t, v in r["by_T"].items():
                 mark = " ✓" if (float(t) == ct[meth] and (meth == "cot" or r["spec"]["model_lr"] == chosen[meth]["model_lr"])) else ""
                 lr = "-" if meth == "cot" else f"{r['spec']['model_lr']:g}"
-                lines.append(f"| {meth} | {lr} | {float(t):g} | {_cell(v['pass@1'])} | {_cell(v[f'pass@{n}'])} | "
+                lines.append(f"| {meth} | {lr} | {float(t):g} | {mean_std(v['pass@1'])} | {mean_std(v[f'pass@{n}'])} | "
                              f"{v['score']:.3f}{mark} |")
 
     # H1
@@ -522,8 +500,8 @@ def report(res: dict, cmd: str, stem: str) -> str:
         vb = r["by_T"][_key(r, bt)]
         ent = (f"{r['router_entropy_first10']:.3f} -> {r['router_entropy_last10']:.3f}"
                if "router_entropy_first10" in r else "-")
-        lines.append(f"| {label} | {_cell(v1['pass@1'])} | {_cell(v1[f'pass@{n}'])} | {float(bt):g} | "
-                     f"{_cell(vb['pass@1'])} | {_cell(vb[f'pass@{n}'])} | {ent} | {_num(r, 'train_fwd_per_token', 1)} |")
+        lines.append(f"| {label} | {mean_std(v1['pass@1'])} | {mean_std(v1[f'pass@{n}'])} | {float(bt):g} | "
+                     f"{mean_std(vb['pass@1'])} | {mean_std(vb[f'pass@{n}'])} | {ent} | {_num(r, 'train_fwd_per_token', 1)} |")
 
     # H5
     kmax = min(n, min(r["eval"]["cot"]["n"] // _eval_budget(r) for r in test))
@@ -538,7 +516,7 @@ def report(res: dict, cmd: str, stem: str) -> str:
               "| k | lbr Pass@k | cot Pass@(b k) | rlvr Pass@k | " + BUDGET + " Pass@k |", "| ---: | ---: | ---: | ---: | ---: |"]
     for k in ks:
         cot_bk = [pass_at(r["eval"]["cot"], _eval_budget(r) * k) for r in test]
-        lines.append(f"| {k} | {_cell(get('lbr', k))} | {_cell(cot_bk)} | {_cell(get('rlvr', k))} | {_cell(get(BUDGET, k))} |")
+        lines.append(f"| {k} | {mean_std(get('lbr', k))} | {mean_std(cot_bk)} | {mean_std(get('rlvr', k))} | {mean_std(get(BUDGET, k))} |")
 
     # P
     lines += ["", f"## Planning: joint training on seed {sizes['planning_seed']}", "",
@@ -668,11 +646,7 @@ def run(quick: bool, out: str, planning_out: str, results_dir: str, report_only:
         check_in_file(path, "--report-only reads", "run without --report-only first")
         res = load_saved(path, quick)
     else:
-        try:
-            os.makedirs(results_dir, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"--results {results_dir}: cannot be created ({e.strerror}); give a directory you "
-                             "can write to") from None
+        make_out_dir(results_dir, "--results")
         sizes = QUICK if quick else FULL
         res = study(sizes, out, planning_out, results_dir, quick) | {"quick": quick}
         with open(path, "w") as f:

@@ -45,7 +45,7 @@ import jinja2.ext
 import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from cli import ArgumentParser, run
+from cli import ArgumentParser, read_json_object, run
 
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # one message field under three names
@@ -212,16 +212,8 @@ class ChatTemplate:
 
 
 def _read_json(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return obj
+    """The JSON object in `path`, None when there is no such file."""
+    return read_json_object(path) if os.path.isfile(path) else None
 
 
 def main() -> None:

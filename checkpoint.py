@@ -34,6 +34,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from cli import read_json_object
 from model import ModelConfig, Transformer
 
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -307,14 +308,7 @@ def read_json(directory: str, name: str, required: bool = True) -> dict | None:
         if required:
             raise ValueError(f"{directory}: no {name} (is it a Llama/Qwen checkpoint directory?)")
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return obj
+    return read_json_object(path)
 
 
 def load_pretrained(directory: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Transformer:

@@ -19,6 +19,7 @@ This module imports nothing of the project, so every file may use it.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -79,6 +80,28 @@ def _check_parent(path: str, flag: str) -> None:
         p = os.path.dirname(p)
     if not os.path.isdir(p):
         raise ValueError(f"{flag} {path}: {p} is a file, so the directory cannot be created")
+
+
+def read_json_object(path: str) -> dict:
+    """The JSON object in file `path`; ValueError naming the file when it is not UTF-8 JSON or holds
+    another JSON value (a list, a number, ...)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} must hold a JSON object, not a JSON {type(obj).__name__}")
+    return obj
+
+
+def make_out_dir(path: str, flag: str) -> None:
+    """Create the directory a command is about to write into (check_out_dir first); ValueError
+    saying what to do when it cannot be created."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot be created ({e.strerror}); give a directory you can write to") from None
 
 
 def check_device(name: str) -> None:

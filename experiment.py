@@ -18,11 +18,14 @@ from typing import Callable, Iterator
 
 import torch
 
+from cli import read_json_object
+
 
 def run_seeds(run_seed: Callable[..., dict], seeds: list[int], sizes, out_root: str, json_path: str,
-              jobs: int = 0, report_only: bool = False) -> tuple[list[dict], float]:
+              jobs: int = 0, report_only: bool = False, extra: dict | None = None) -> tuple[list[dict], float]:
     """(per-seed results, wall seconds): `run_seed(seed, sizes, out_root)` for every seed in parallel
-    processes, saved to `json_path`; with `report_only`, read back from `json_path` instead.
+    processes, saved to `json_path` (with the fields of `extra`); with `report_only`, read back from
+    `json_path` instead.
     Raises ValueError for a seed given twice (two processes would write the same run directories)."""
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed would run "
@@ -37,7 +40,7 @@ def run_seeds(run_seed: Callable[..., dict], seeds: list[int], sizes, out_root: 
     seconds = time.time() - t0
     os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
     with open(json_path, "w") as f:
-        json.dump({"seconds": seconds, "sizes": asdict(sizes), "results": results}, f, indent=1)
+        json.dump({"seconds": seconds, "sizes": asdict(sizes), "results": results, **(extra or {})}, f, indent=1)
     return results, seconds
 
 
@@ -46,12 +49,9 @@ def load_saved(path: str, quick: bool | None = None) -> dict:
     cannot be read as a JSON object, or (quick given) was made in the other mode: a quick run's
     numbers must not be reported as the full run's."""
     try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a saved report ({e}); run without --report-only to make it") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: not a saved report (a JSON {type(saved).__name__}); run without --report-only")
+        saved = read_json_object(path)
+    except ValueError as e:
+        raise ValueError(f"not a saved report: {e}; run without --report-only to make it") from None
     if quick is not None and saved.get("quick", quick) != quick:
         raise ValueError(f"{path} was made {'with' if saved['quick'] else 'without'} --quick; give the same mode "
                          "to --report-only, or run without it")
@@ -68,16 +68,6 @@ def malformed(path: str) -> Iterator[None]:
             statistics.StatisticsError) as e:
         raise ValueError(f"{path} does not hold what the report needs ({type(e).__name__}: {e}); run without "
                          "--report-only to make it again") from None
-
-
-def mark_saved(path: str, **fields) -> None:
-    """Add fields (the command, the mode) to a saved JSON, atomically."""
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    saved.update(fields)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(saved, f, indent=1)
-    os.replace(path + ".tmp", path)
 
 
 def provenance(cmd: str, results: list[dict], seconds: float) -> str:

@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
-from cli import ArgumentParser, check_in_file, check_int, check_out_dir, run as run_cli
+from cli import ArgumentParser, check_in_file, check_int, check_out_dir, make_out_dir, run as run_cli
 from decode import CotConfig, LBRConfig, SoftConfig, greedy_completions
 from model import ModelConfig
-from experiment import load_saved, malformed, mark_saved, mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
+from experiment import load_saved, malformed, mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
 from evaluate import evaluate, pass_at_k
 from rlvr import NonFiniteLoss, RLConfig, new_router, train_rl
 from router import RouterConfig
@@ -330,6 +330,7 @@ def run(quick: bool, seeds: list[int] | None, out: str, results_dir: str, jobs: 
     Raises ValueError for unusable arguments, before any work."""
     sizes = sizes or (QUICK if quick else FULL)
     seeds = seeds or ([0] if quick else [0, 1, 2, 3, 4])
+    default_cmd = lambda s: f"python rlvr.py --task math{' --quick' if quick else ''} --seeds {' '.join(map(str, s))}"  # noqa: E731
     stem = "math_quick" if quick else "math"
     out_root = os.path.join(out, "quick") if quick else out
     check_int("--jobs", jobs, 0, "0: one process per seed")
@@ -340,17 +341,12 @@ def run(quick: bool, seeds: list[int] | None, out: str, results_dir: str, jobs: 
         check_in_file(json_path, "--report-only reads", "run without --report-only first")
         cmd = load_saved(json_path, quick).get("cmd")  # the command that made it (checks the mode)
     else:
-        try:
-            os.makedirs(results_dir, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"--results {results_dir}: cannot be created ({e.strerror}); give a directory you "
-                             "can write to") from None
-    results, seconds = run_seeds(run_seed, seeds, sizes, out_root, json_path, jobs, report_only)
+        make_out_dir(results_dir, "--results")
+        cmd = cmd or default_cmd(seeds)
+    results, seconds = run_seeds(run_seed, seeds, sizes, out_root, json_path, jobs, report_only,
+                                 extra={"cmd": cmd, "quick": quick})
     with malformed(json_path):
-        seeds = [r["seed"] for r in results]
-        cmd = cmd or ("python rlvr.py --task math" + (" --quick" if quick else "") + f" --seeds {' '.join(map(str, seeds))}")
-        if not report_only:
-            mark_saved(json_path, cmd=cmd, quick=quick)
+        cmd = cmd or default_cmd([r["seed"] for r in results])
         md = report(results, sizes, cmd, seconds, stem)
         if quick:  # under the title, where a reader of the file looks first
             title, rest = md.split("\n", 1)
