@@ -385,8 +385,8 @@ def report(res: dict, cmd: str, stem: str) -> str:
     lines = ["# When does local branching pay? A tuned, compute-accounted study (mod chain)", "",
              f"Regenerate: `{cmd}`. Tuning seeds {tune} (validation problems, {sizes['val_size']} per seed, n = {n} "
              f"samples); test seeds {[r['seed'] for r in test]} (test problems, {sizes['math']['eval_size']} per seed, "
-             f"the problems of results/math.md). Cells are mean ± standard deviation over seeds. Wall time of the "
-             f"invocation that wrote this file (work cached by an earlier one counts ~0) on {os.cpu_count()} CPU cores: pre-training {sec['pretraining'] / 60:.1f} min (cached), tuning (A) "
+             f"the problems of results/{'math_quick' if res.get('quick') else 'math'}.md). Cells are mean ± standard deviation over seeds. Wall time of the "
+             f"invocation that wrote this file (work cached by an earlier one counts ~0) on {os.cpu_count()} CPU cores: pre-training {sec['pretraining'] / 60:.1f} min (cached once done), tuning (A) "
              f"{sec['A'] / 60:.1f}, LBR ablations (B) {sec['B'] / 60:.1f}, test (C) {sec['C'] / 60:.1f}, planning (P) "
              f"{sec['P'] / 60:.1f}, LBR's best shot (D) {sec.get('D', 0) / 60:.1f}; total {sec['total'] / 60:.1f} min.", "",
              "## Protocol", "",
@@ -522,8 +522,8 @@ def report(res: dict, cmd: str, stem: str) -> str:
     lines += ["", f"## Planning: joint training on seed {sizes['planning_seed']}", "",
               "synthetic.py's `lbr joint` (widths (4, 1, 1), distinct siblings, subtree router, "
               f"{sizes['planning']['rl']['steps']} steps) at each model learning rate, validation problems "
-              f"({sizes['planning_val_size']}, n = {sizes['planning']['lbr_samples']}); results/synthetic.md reports "
-              "0.68 for this seed at lr 1e-4 on its test problems.", "",
+              f"({sizes['planning_val_size']}, n = {sizes['planning']['lbr_samples']}); the same run at lr 1e-4 on "
+              "the test problems is the `lbr joint` row of results/synthetic.md (seed 1 in results/synthetic.json).", "",
               "| run | Pass@1 | Pass@" + str(sizes['planning']['lbr_samples']) + " | grad norm model | reward first 10 -> last 10 |",
               "| --- | ---: | ---: | ---: | --- |"]
     pk = f"pass@{sizes['planning']['lbr_samples']}"

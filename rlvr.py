@@ -446,7 +446,7 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
         loss = upd["loss"]
         if not math.isfinite(loss):  # NaN/inf: the weights are ruined; say so instead of training on
             raise NonFiniteLoss(f"step {step + 1}: the loss is {loss} (not finite): lower --model-lr / "
-                             "--router-lr or raise the temperatures, and start a new --out")
+                                "--router-lr / --router-entropy-coef or raise the temperatures, and start a new --out")
         row = step_metrics(step, batches, upd, cfg, t0, device)
         history.append(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}")
@@ -665,6 +665,8 @@ def main() -> None:
         task = get_task(args.task)
     args.max_new_tokens = args.max_new_tokens or task.max_answer_len
     dec = decoding_from_args(args, task)  # temperatures, widths, ...: refused before the model loads
+    if args.router_entropy_coef and args.method != "lbr":
+        raise ValueError(f"--router-entropy-coef: only --method lbr has a router (this is --method {args.method})")
     if args.model:
         model = load_pretrained(args.model, device)
     else:

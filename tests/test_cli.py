@@ -59,6 +59,8 @@ ROWS = [
      r"router_temperature=nan"),
     ("rl-model-lr-nan", "rlvr.py", BASE + ["--method", "cot", "--model-lr", "nan"], r"model_lr=nan"),
     ("rl-router-lr-0", "rlvr.py", BASE + ["--method", "lbr", "--router-lr", "0"], r"router_lr"),
+    ("rl-entropy-bonus-without-router", "rlvr.py", BASE + ["--method", "cot", "--router-entropy-coef", "0.1"],
+     r"only --method lbr has a router"),
     ("rl-widths-huge", "rlvr.py", BASE + ["--method", "lbr", "--widths", "1000,1000"], r"over 1024 nodes"),
     ("rl-widths-increasing", "rlvr.py", BASE + ["--method", "lbr", "--widths", "2,3"], r"non-increasing"),
     ("rl-max-new-tokens-0", "rlvr.py", BASE + ["--method", "cot", "--max-new-tokens", "0"], r"max-new-tokens"),
