@@ -46,3 +46,24 @@ def chi2_pvalue(counts: Tensor, probs: Tensor, min_expected: float = 5.0) -> flo
     stat = ((counts - expected) ** 2 / expected).sum()
     df = len(counts) - 1
     return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), stat / 2))
+
+
+# Tolerances for comparing the same quantity computed by two different float32 routes (a tree vs
+# plain forwards, a replay vs the record, a gradient two ways). Rounding error grows with the
+# magnitudes summed, so a bound is relative to the scale of the whole tensor, never a fixed atol
+# near 1e-7: an entry near zero of a gradient whose largest entry is 1 can be off by ~10 ulps of 1
+# (cancellation) on another CPU's summation order. Every real bug these tests exist for (a missing
+# factor of 2, a dropped log-probability term, a wrong mask or position) moves a value by O(its scale).
+
+# log P(tau) totals are sums of up to a few hundred log-factors of magnitude ~1 nat; float32 sums of
+# n terms are off by ~n * eps * sum|terms| at worst (measured: 3e-5 at |log P| = 160). 1e-5 relative
+# (~80 ulps) plus 1e-4 absolute still catches any dropped factor: the smallest |log q| of a sampled
+# token of the tiny test models is ~1e-2.
+LOGP_TOL = dict(atol=1e-4, rtol=1e-5)
+
+
+def assert_close_to_scale(got: Tensor, want: Tensor, rel: float) -> None:
+    """Every entry of `got` within `rel` x max|want| of `want` (see the note above: rounding of a
+    sum scales with its largest terms, so entries near zero get the tensor's tolerance, not their own)."""
+    scale = float(want.detach().abs().max()) if want.numel() else 0.0
+    torch.testing.assert_close(got, want, rtol=0, atol=rel * max(scale, torch.finfo(torch.float32).tiny))

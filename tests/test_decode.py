@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from decode import CotConfig, LBRConfig, decode_cot, decode_lbr
-from helpers import chi2_pvalue, random_router, tiny_model
+from helpers import LOGP_TOL, chi2_pvalue, random_router, tiny_model
 from likelihood import sequence_logprob, tree_logprob
 from router import Router, RouterConfig
 from tree import children_table
@@ -25,7 +25,7 @@ def test_cot_replay_equals_recorded(temperature, greedy):
     assert traj.length.min() >= 1
     with torch.no_grad():
         replay = sequence_logprob(model, traj)
-    torch.testing.assert_close(replay, traj.logp, atol=1e-4, rtol=0)
+    torch.testing.assert_close(replay, traj.logp, **LOGP_TOL)
 
 
 def test_cot_greedy_equals_uncached_greedy():
@@ -63,10 +63,10 @@ def test_lbr_replay_equals_recorded(widths, sampler):
     traj = decode_lbr(model, router, PROMPTS, cfg, EOS, torch.Generator().manual_seed(0))
     with torch.no_grad():
         replay = tree_logprob(model, router, traj)
-    torch.testing.assert_close(replay.model_logp, traj.logq, atol=1e-4, rtol=0)
+    torch.testing.assert_close(replay.model_logp, traj.logq, **LOGP_TOL)
     recorded_pi = traj.router_logp.gather(2, traj.choice[..., None]).squeeze(2)
-    torch.testing.assert_close(replay.router_logpi, recorded_pi, atol=1e-4, rtol=0)
-    torch.testing.assert_close(replay.total, traj.recorded_logprob(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(replay.router_logpi, recorded_pi, **LOGP_TOL)
+    torch.testing.assert_close(replay.total, traj.recorded_logprob(), **LOGP_TOL)
     for b in range(len(PROMPTS)):
         n = int(traj.length[b])
         assert trunk_from_record(traj, b) == traj.completion[b, :n].tolist()
@@ -82,7 +82,7 @@ def test_lbr_replay_equals_recorded_for_every_router(features):
     traj = decode_lbr(model, router, PROMPTS, cfg, EOS, torch.Generator().manual_seed(1))
     with torch.no_grad():
         replay = tree_logprob(model, router, traj)
-    torch.testing.assert_close(replay.total, traj.recorded_logprob(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(replay.total, traj.recorded_logprob(), **LOGP_TOL)
     assert traj.router_logp[:, 0].exp().std(-1).min() > 1e-3  # the router really is non-uniform
 
 
@@ -95,7 +95,7 @@ def test_lbr_width_one_is_cot():
     cot.completion, cot.length = traj.completion, traj.length  # score LBR's tokens as a sequence
     with torch.no_grad():
         seq = sequence_logprob(model, cot).sum(1)
-    torch.testing.assert_close(traj.recorded_logprob(), seq, atol=1e-4, rtol=0)
+    torch.testing.assert_close(traj.recorded_logprob(), seq, **LOGP_TOL)
     assert (traj.router_logp == 0).all()
 
 
@@ -197,7 +197,7 @@ def test_lbr_after_a_prompt_ending_in_eos_samples_like_cot():
                           torch.Generator().manual_seed(0))
         with torch.no_grad():
             replay = tree_logprob(model, router, traj)
-        torch.testing.assert_close(replay.total, traj.recorded_logprob(), atol=1e-4, rtol=0)
+        torch.testing.assert_close(replay.total, traj.recorded_logprob(), **LOGP_TOL)
         for b, p in enumerate(prompts):
             assert trunk_from_record(traj, b) == traj.completion[b, : int(traj.length[b])].tolist()
             first = children_table(traj.parent[b: b + 1], widths[0])[0, len(p) - 1, int(traj.choice[b, 0])]
@@ -206,8 +206,7 @@ def test_lbr_after_a_prompt_ending_in_eos_samples_like_cot():
             cot = decode_cot(model, prompts, CotConfig(max_new_tokens=6), EOS, torch.Generator())
             cot.completion, cot.length = traj.completion, traj.length
             with torch.no_grad():
-                torch.testing.assert_close(traj.recorded_logprob(), sequence_logprob(model, cot).sum(1), atol=1e-4,
-                                           rtol=0)
+                torch.testing.assert_close(traj.recorded_logprob(), sequence_logprob(model, cot).sum(1), **LOGP_TOL)
 
 
 def _corrupt(traj, **fields):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from decode import CotConfig, LBRConfig, decode_cot, decode_lbr
-from helpers import chi2_pvalue, random_router, tiny_model
+from helpers import LOGP_TOL, chi2_pvalue, random_router, tiny_model
 from lbr_reference import enumerate_lbr, to_trajectory
 from likelihood import sequence_logprob, tree_logprob
 
@@ -50,7 +50,7 @@ def test_trajectory_probabilities_sum_to_one(widths, sampler):
         logp = replay_in_chunks(model, router, to_trajectory(leaves, len(PROMPT), cfg, EOS))
     ref = torch.stack([lf.logp for lf in leaves])
     assert abs(float(logp.double().exp().sum()) - 1) < 1e-5
-    torch.testing.assert_close(logp, ref, atol=1e-4, rtol=0)
+    torch.testing.assert_close(logp, ref, **LOGP_TOL)
 
 
 @pytest.mark.parametrize("widths,sampler", SETTINGS[:3])
@@ -67,8 +67,11 @@ def test_likelihood_ratio_gradient_is_exact(widths, sampler):
     surrogate = (logp.detach().exp() * R * logp).sum()  # Σ P R log P: its gradient is Σ P R ∇ log P
     estimate = torch.autograd.grad(surrogate, params)
     assert sum(float(g.abs().sum()) for g in exact[len(list(model.parameters())):]) > 1e-3  # router gets gradient
+    # tolerance relative to the largest gradient entry of all parameters: some tensors' exact
+    # gradients are ~1e-9 (zero up to rounding), where no per-tensor relative bound holds
+    scale = max(float(g.abs().max()) for g in exact)
     for e, g in zip(estimate, exact):
-        torch.testing.assert_close(e, g, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(e, g, atol=3e-5 * scale, rtol=1e-4)
 
 
 @pytest.mark.parametrize("widths,sampler", SETTINGS[1:3])

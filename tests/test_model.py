@@ -4,7 +4,7 @@ the same for the Qwen3 (q/k norm, own head_dim) and Llama 3 (RoPE scaling) varia
 import pytest
 import torch
 
-from helpers import tiny_model
+from helpers import assert_close_to_scale, tiny_model
 from model import ModelConfig, Transformer
 from tree import ancestor_mask
 
@@ -41,8 +41,8 @@ def test_tree_forward_equals_path_forwards(kw):
                 path = path_of(parent[b], n)
                 assert int(depth[b, n]) == len(path) - 1
                 ref_logits, ref_hidden = model(tokens[b, path][None])  # plain causal forward of the path
-                torch.testing.assert_close(logits[b, n], ref_logits[0, -1], atol=1e-5, rtol=0)
-                torch.testing.assert_close(hidden[b, n], ref_hidden[0, -1], atol=1e-5, rtol=0)
+                assert_close_to_scale(logits[b, n], ref_logits[0, -1], 1e-5)
+                assert_close_to_scale(hidden[b, n], ref_hidden[0, -1], 1e-5)
 
 
 def test_cached_forward_equals_uncached():
@@ -62,8 +62,8 @@ def test_cached_forward_equals_uncached():
             pos = torch.arange(a, b).expand(3, -1)
             logits, hidden = model(seq[:, a:b], pos, mask.expand(3, -1, -1), cache, slot_of[a:b].expand(3, -1))
             got.append((logits, hidden))
-    torch.testing.assert_close(torch.cat([l for l, _ in got], 1), ref_logits, atol=1e-5, rtol=0)
-    torch.testing.assert_close(torch.cat([h for _, h in got], 1), ref_hidden, atol=1e-5, rtol=0)
+    assert_close_to_scale(torch.cat([l for l, _ in got], 1), ref_logits, 1e-5)
+    assert_close_to_scale(torch.cat([h for _, h in got], 1), ref_hidden, 1e-5)
 
 
 def test_positions_are_relative():
@@ -76,7 +76,7 @@ def test_positions_are_relative():
         a, _ = model(seq, pos)
         shifted, _ = model(seq, pos + 3)
         stretched, _ = model(seq, 2 * pos)
-    torch.testing.assert_close(a, shifted, atol=1e-5, rtol=0)
+    assert_close_to_scale(a, shifted, 1e-5)
     assert (a - stretched).abs().max() > 1e-3
 
 
@@ -110,13 +110,13 @@ def test_new_architectures_keep_tree_cache_and_shift_equivalences(arch):
         logits, _ = model(tokens[None], depth, anc)
         for n in range(len(tokens)):
             path = path_of(parent, n)
-            torch.testing.assert_close(logits[0, n], model(tokens[path][None])[0][0, -1], atol=1e-5, rtol=0)
+            assert_close_to_scale(logits[0, n], model(tokens[path][None])[0][0, -1], 1e-5)
         ref, _ = model(seq)
         cache, got = model.new_cache(2, 12), []
         for a, b in [(0, 5), (5, 12)]:
             mask = (torch.arange(12)[None, :] <= torch.arange(a, b)[:, None]).expand(2, -1, -1)
             pos = torch.arange(a, b).expand(2, -1)
             got.append(model(seq[:, a:b], pos, mask, cache, pos)[0])
-        torch.testing.assert_close(torch.cat(got, 1), ref, atol=1e-5, rtol=0)
+        assert_close_to_scale(torch.cat(got, 1), ref, 1e-5)
         pos = torch.arange(12).expand(2, -1)
-        torch.testing.assert_close(model(seq, pos + 40)[0], ref, atol=1e-4, rtol=0)  # past the original context 8
+        assert_close_to_scale(model(seq, pos + 40)[0], ref, 1e-4)  # past the original context 8

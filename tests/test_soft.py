@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from decode import CotConfig, SoftConfig, decode_cot, decode_soft
-from helpers import tiny_model
+from helpers import LOGP_TOL, tiny_model
 from likelihood import factors, soft_logprob
 
 EOS = 5
@@ -33,8 +33,8 @@ def test_replay_equals_recorded(k, weighting, discrete_after):
     assert traj.length.min() >= 1
     with torch.no_grad():
         replay = soft_logprob(model, traj)
-    torch.testing.assert_close(replay, traj.logp, atol=1e-4, rtol=0)
-    torch.testing.assert_close(factors(model, None, traj).total, traj.recorded_logprob(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(replay, traj.logp, **LOGP_TOL)
+    torch.testing.assert_close(factors(model, None, traj).total, traj.recorded_logprob(), **LOGP_TOL)
     assert torch.allclose(traj.weights.sum(2)[traj.active[..., 0]], torch.tensor(1.0))
     if discrete_after >= 0:  # after committing the delimiter a row draws one token per step
         for b in range(len(PROMPTS)):

@@ -7,7 +7,7 @@ import torch
 
 from decode import (CotConfig, LBRConfig, SoftConfig, decode_cot, decode_lbr, decode_soft, generate,
                     greedy_completions, stop_tuple)
-from helpers import random_router, tiny_model
+from helpers import LOGP_TOL, random_router, tiny_model
 from likelihood import check_tree_record, factors, tree_logprob
 from model import Transformer
 
@@ -81,7 +81,7 @@ def test_lbr_stop_nodes_of_either_id_have_no_children_and_replay_is_exact():
     assert stopped == set(STOPS) and branched  # both ids were sampled (and stayed leaves)
     with torch.no_grad():
         replay = tree_logprob(model, random_router(model, 2), traj)
-    torch.testing.assert_close(replay.total, traj.recorded_logprob(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(replay.total, traj.recorded_logprob(), **LOGP_TOL)
     torch.testing.assert_close(factors(model, random_router(model, 2), traj).total, replay.total)
 
 

@@ -10,7 +10,7 @@ import torch
 import ablations
 from decode import CotConfig, LBRConfig, SoftConfig, decode_lbr
 from evaluate import pass_at_k
-from helpers import random_router, tiny_model
+from helpers import assert_close_to_scale, random_router, tiny_model
 from likelihood import tree_logprob
 from math_experiment import RunSpec
 from rlvr import RLConfig, collect_rollouts, factors_per_token, router_entropy, trainable_groups, update
@@ -63,7 +63,7 @@ def test_factor_norm_divides_the_gradient_by_a_constant_and_norms_are_reported(d
     out2, g2 = _grads(model, r2, batches, RLConfig(**{**cfg.__dict__, "factor_norm": True}))
     c = factors_per_token(dec)
     for a, b in zip(g1, g2):
-        torch.testing.assert_close(b * c, a, rtol=1e-5, atol=1e-7)
+        assert_close_to_scale(b * c, a, 1e-5)
     n_model = len(list(model.parameters()))
     assert math.isclose(out1["grad_norm_model"], float(torch.linalg.vector_norm(torch.stack([g.norm() for g in g1[:n_model]]))),
                         rel_tol=1e-5)
@@ -87,7 +87,7 @@ def test_router_entropy_replayed_equals_the_sampled_distributions_and_the_bonus_
         replay = tree_logprob(model, router, traj)
     taken = torch.arange(traj.choice.shape[1]) < traj.length[:, None]
     recorded = -(traj.router_logp.exp() * traj.router_logp).nan_to_num().sum(-1)
-    torch.testing.assert_close(replay.router_entropy[taken], recorded[taken], rtol=1e-5, atol=1e-6)
+    assert_close_to_scale(replay.router_entropy[taken], recorded[taken], 1e-4)
     assert (replay.router_entropy[~taken] == 0).all()
     total, steps = router_entropy(traj)
     assert steps == int(taken.sum()) and math.isclose(total, float(recorded[taken].sum()), rel_tol=1e-5)
