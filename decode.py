@@ -39,6 +39,9 @@ from tree import SAMPLERS, LocalTree, TreeShape, check_sampler, parse_widths, sa
 
 MAX_TREE_NODES = 1024  # nodes of a full local tree (root included) LBR accepts: (4, 2) has 13, (8, 8, 8) 585;
 # each is forwarded once per step, and TreeShape keeps (nodes x nodes) tables
+MIN_TEMPERATURE = 1e-4  # lowest sampling temperature (model's and router's) accepted: logits / T overflows
+# float32 (max 3.4e38) once T < |logit| / 3.4e38, and inf - inf makes the log-probs NaN; long before that,
+# at T = 1e-4 a logit gap of 0.01 is already 100 nats, so sampling is argmax in all but name: greedy decoding
 
 
 @dataclass
@@ -79,7 +82,8 @@ class LBRConfig:
     def __post_init__(self) -> None:
         self.widths = parse_widths(self.widths)
         _check_common(self.temperature, self.max_new_tokens)
-        check_float("router_temperature", self.router_temperature, hint="use greedy_router for an argmax router")
+        check_float("router_temperature", self.router_temperature, MIN_TEMPERATURE, strict=False,
+                    hint="lower ones underflow; use greedy_router for an argmax router")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r}: choose one of {SAMPLERS}")
         nodes, level = 1, 1
@@ -92,7 +96,8 @@ class LBRConfig:
 
 
 def _check_common(temperature: float, max_new_tokens: int) -> None:
-    check_float("temperature", temperature, hint="use greedy decoding for T -> 0")
+    check_float("temperature", temperature, MIN_TEMPERATURE, strict=False,
+                hint="lower ones underflow; use greedy decoding for T -> 0")
     check_int("max_new_tokens", max_new_tokens, 1)
 
 
@@ -116,6 +121,14 @@ def stop_tuple(stop_ids: StopIds) -> tuple[int, ...]:
 def is_stop(tok: Tensor, stop_ids: tuple[int, ...]) -> Tensor:
     """Bool tensor of tok's shape: the token is one of the stop ids."""
     return torch.isin(tok, torch.tensor(stop_ids, dtype=tok.dtype, device=tok.device))
+
+
+def truncated(traj: Trajectory, stop_ids: StopIds) -> Tensor:
+    """(B,) bool: the rollout was cut off at max_new_tokens without committing a stop id, so its
+    text is not a finished answer. Every decoder ends a row at its first stop id or after
+    max_new_tokens tokens, so a row is truncated exactly when its last committed token is no stop id."""
+    last = traj.completion.gather(1, (traj.length - 1).clamp(min=0)[:, None]).squeeze(1)
+    return ~is_stop(last, stop_tuple(stop_ids))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections import Counter
 import torch
 from torch import Tensor
 
-from decode import DecodeConfig, Trajectory, generate
+from decode import DecodeConfig, Trajectory, generate, truncated
 from model import Transformer
 from router import Router
 from tasks.common import Example, Seeds
@@ -33,9 +33,14 @@ def dist_rank_world() -> tuple[int, int]:
 
 
 def rewards_of(task, examples: list[Example], traj: Trajectory, repeat: int) -> Tensor:
-    """0/1 reward of every rollout; rollout i answers examples[i // repeat]."""
+    """0/1 reward of every rollout; rollout i answers examples[i // repeat]. A rollout cut off at
+    max_new_tokens (`truncated`: no stop id) is not an answer and gets 0 whatever its text holds: a
+    cut "... = 7. Step 2: multiply by 2 to get 14, then subtract the 7 we" has the last number 7.
+    (The synthetic tasks' verifiers already give 0 to a completion that does not end with <eos>.)"""
     comp, length = traj.completion.tolist(), traj.length.tolist()
-    return torch.tensor([task.reward(examples[i // repeat], comp[i][: length[i]]) for i in range(len(comp))])
+    cut = truncated(traj, task.stop_ids).tolist()
+    return torch.tensor([0.0 if cut[i] else task.reward(examples[i // repeat], comp[i][: length[i]])
+                         for i in range(len(comp))])
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -46,13 +51,16 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def answer_key(task, example: Example, completion: list[int]) -> str | None:
+def answer_key(task, example: Example, completion: list[int], cut: bool = False) -> str | None:
     """The vote of one sample in a majority vote: the task's `answer_key` when it has one (word
     problems: the normalised final answer, so that `9{,}500` and `9500` vote together; None when
-    the completion has no answer), else the completion's token ids (the synthetic tasks, whose
-    whole completion is checked)."""
+    the completion has no answer or was cut off (`cut`, see `truncated`): its reward is 0, so
+    voting with the finished samples of the same answer would mix rewards 0 and 1 under one key),
+    else the completion's token ids (the synthetic tasks, whose whole completion is checked: a cut
+    one never ends with <eos>, so its key is no finished completion's, and it votes as the wrong
+    answer it is)."""
     if hasattr(task, "answer_key"):
-        return task.answer_key(example, list(completion))
+        return None if cut else task.answer_key(example, list(completion))
     return " ".join(map(str, completion))
 
 
@@ -81,39 +89,47 @@ def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig,
     majority@k (`majority_vote` over the first k samples' `answer_key`s), and forward tokens per
     committed token. A task with `groups(example) -> {name: label}` (word problems: level,
     subject) also gets out["by_NAME"] = {label: {"problems", "pass@k", "majority@k"}}.
-    out["n"] is n and out["correct"] the number of correct samples of each problem, in order.
+    out["n"] is n, out["correct"] the number of correct samples of each problem, in order, and
+    out["truncated"] the fraction of samples cut off at max_new_tokens (`truncated`; reward 0).
+    Raises ValueError for a k above n (Pass@k needs k samples per problem).
 
     samples: if a list is given, one dict per sample is appended to it, problem after problem:
     {"problem": index in `examples`, "sample": j, what task.record(example, completion) says (word
     problems: id, question, prompt, completion text, extracted answer; otherwise the decoded
-    prompt and completion), "key": its vote, "correct": its reward}."""
+    prompt and completion), "key": its vote, "correct": its reward, "truncated": whether it was cut off}."""
+    for k in ks:
+        if k > n:
+            raise ValueError(f"Pass@{k} and majority@{k} need {k} samples per problem, but n={n}: raise n "
+                             f"(--eval-samples) to {k} or drop k={k}")
     device = model.embed_tokens.weight.device
     rank, world = dist_rank_world()
     lo, hi = rank * len(examples) // world, (rank + 1) * len(examples) // world  # this process's problems
     g = torch.Generator(device).manual_seed(Seeds(seed).eval_sampling(rank))
     prompts = [e.prompt for e in examples[lo:hi] for _ in range(n)]
     chunk = max(n, chunk // n * n)  # whole problems per chunk
-    correct, keys, records, fwd, committed = [], [], [], 0, 0
+    correct, cuts, keys, records, fwd, committed = [], [], [], [], 0, 0
     for a in range(0, len(prompts), chunk):
         traj = generate(model, router, prompts[a: a + chunk], dec, task.stop_ids, g)
         part = examples[lo + a // n: lo + (a + chunk) // n]
         rewards = rewards_of(task, part, traj, n).tolist()
+        cut = truncated(traj, task.stop_ids).tolist()
         completions = [c[:m] for c, m in zip(traj.completion.tolist(), traj.length.tolist())]
-        keys += [answer_key(task, part[i // n], c) for i, c in enumerate(completions)]
+        keys += [answer_key(task, part[i // n], c, cut[i]) for i, c in enumerate(completions)]
         if samples is not None:
             records += [{"problem": lo + (a + i) // n, "sample": (a + i) % n, **_record(task, part[i // n], c),
-                         "key": keys[a + i], "correct": rewards[i]} for i, c in enumerate(completions)]
+                         "key": keys[a + i], "correct": rewards[i], "truncated": cut[i]}
+                        for i, c in enumerate(completions)]
         correct += rewards
+        cuts += cut
         fwd += int(traj.forward_tokens().sum())
         committed += int(traj.length.sum())
     if world > 1:  # every process gets every problem's outcomes, in problem order
         parts = [None] * world
-        torch.distributed.all_gather_object(parts, (correct, keys, records, fwd, committed))
-        correct, keys, records = ([x for p in parts for x in p[i]] for i in range(3))
-        fwd, committed = sum(p[3] for p in parts), sum(p[4] for p in parts)
+        torch.distributed.all_gather_object(parts, (correct, cuts, keys, records, fwd, committed))
+        correct, cuts, keys, records = ([x for p in parts for x in p[i]] for i in range(4))
+        fwd, committed = sum(p[4] for p in parts), sum(p[5] for p in parts)
     if samples is not None:
         samples += records
-    ks = tuple(k for k in ks if k <= n)
     count = [int(ci) for ci in torch.tensor(correct).view(len(examples), n).sum(1).tolist()]  # correct per problem
     votes = {m: [majority_vote(keys[i * n: i * n + m], correct[i * n: i * n + m]) for i in range(len(examples))]
              for m in ks}
@@ -125,6 +141,7 @@ def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig,
     out = summary(list(range(len(examples))))
     out["fwd_per_token"] = fwd / max(committed, 1)
     out["n"], out["correct"] = n, count  # per problem: for a paired bootstrap, or Pass@k at other k
+    out["truncated"] = sum(cuts) / len(cuts)
     labels = [task.difficulty(e) for e in examples]
     for d in sorted(set(labels)):  # Pass@k per difficulty (planning: target depth j2; math: ops3)
         sel = [ci for ci, lab in zip(count, labels) if lab == d]

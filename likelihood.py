@@ -81,6 +81,14 @@ class Factors:
         """(B, F + S) bool: the entry of `logp` is a factor of p_θ (else a router choice)."""
         return torch.cat([torch.ones_like(self.model_mask), torch.zeros_like(self.router_mask)], 1)
 
+    def keep_rows(self, keep: Tensor) -> "Factors":
+        """The factors of the rollouts where `keep` (B,) bool is True; the others have none (all
+        masked, 0 log-probability and entropy), so no loss term reads them."""
+        k = keep[:, None]
+        return Factors(torch.where(k, self.model_logp, 0.0), self.model_mask & k,
+                       torch.where(k, self.router_logpi, 0.0), self.router_mask & k,
+                       torch.where(k, self.router_entropy, 0.0))
+
 
 def sequence_logprob(model: Transformer, traj: SequenceTrajectory) -> Tensor:
     """(B, T) log p_θ of each committed token at the recorded temperature; 0 past `length`."""

@@ -3,14 +3,16 @@ RL from verifiable rewards for every decoding method: GRPO on `cot`, `soft` or `
 Pass@k evaluation, metrics and resumable checkpoints.
 
 One loop for every method (docs/DESIGN.md §6): for each prompt draw G rollouts, reward 0/1 from the
-task's verifier, advantage = reward - group mean (optionally / group std), and minimise
+task's verifier (0 for a rollout cut off at max_new_tokens), advantage = reward - group mean
+(optionally / group std), and minimise
 
     L = -(1/B) Σ_rollouts Σ_factors min(r_f A, clip(r_f, 1-ε, 1+ε) A),   r_f = exp(log p_f - log p_f^old)
 
 over the factors of log P(τ) (likelihood.factors: the tokens of a sequence; the K draws of
 every soft step; the node births and router choices of an LBR tree). On the first epoch r_f = 1, so the gradient is exactly the
 likelihood-ratio gradient -(1/B) Σ A ∇ log P(τ), normalised by the batch, not by each rollout's
-length. More epochs per batch (PPO) and a KL penalty to the initial model are options. Base
+length. More epochs per batch (PPO, with the dual clip c A for A < 0), a KL penalty to the
+initial model and DAPO's overlong filtering (truncated rollouts out of the loss) are options. Base
 model and router are trained jointly; --freeze-model / --freeze-router train one of them.
 
 Run (a pre-trained base model is made with sft.py, or by `make synthetic`):
@@ -42,7 +44,7 @@ from tqdm import tqdm
 from chat import ChatTemplate
 from checkpoint import load_pretrained, load_pt, save_pt, stop_ids
 from cli import ArgumentParser, check_device, check_float, check_in_file, check_int, check_out_dir, run
-from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, TreeTrajectory, generate
+from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, TreeTrajectory, generate, truncated
 from evaluate import dist_rank_world, evaluate, rewards_of
 from likelihood import Factors, factors
 from model import Transformer, autocast, pick_device
@@ -68,8 +70,10 @@ class RLConfig:
     model_lr: float = 1e-4  # Adam learning rate of the base model
     router_lr: float = 1e-2  # Adam learning rate of the router
     normalize_std: bool = False  # divide advantages by the group's reward std
+    overlong_filter: bool = False  # DAPO's overlong filtering: rollouts cut off at max_new_tokens leave the loss
     epochs: int = 1  # passes over each batch (1: the plain likelihood-ratio gradient; >1: PPO)
     clip_eps: float = 0.2  # PPO clip range of each factor's ratio (matters when epochs > 1)
+    dual_clip: float = 3.0  # c of dual-clip PPO: a factor's loss is at most c |A| when A < 0 (matters when epochs > 1)
     kl_coef: float = 0.0  # weight of KL(current || initial model) over the model's factors (k3 estimator)
     router_entropy_coef: float = 0.0  # lbr: β of an entropy bonus, - β Σ_t H(π_φ(· | tree_t)) per rollout in the loss
     factor_norm: bool = False  # divide the loss by the method's factors per committed token (factors_per_token)
@@ -89,6 +93,7 @@ class RLConfig:
             raise ValueError(f"shards={self.shards} must divide prompts_per_step={self.prompts_per_step}")
         for name in ("model_lr", "router_lr", "clip_eps", "grad_clip"):
             check_float(name, getattr(self, name))
+        check_float("dual_clip", self.dual_clip, 1.0, hint="the bound c |A| of a factor's loss for A < 0 needs c > 1")
         check_float("kl_coef", self.kl_coef, strict=False)
         check_float("router_entropy_coef", self.router_entropy_coef, strict=False)
 
@@ -161,7 +166,11 @@ def grpo_advantages(rewards: Tensor, normalize_std: bool) -> Tensor:
     hence refused (ValueError), as are empty and non-finite rewards. A group whose rewards are all
     equal expresses no preference: its advantages are exactly 0 for any float value (the mean of
     eight 0.7s is not exactly 0.7 in floating point, and dividing that rounding error by a std of
-    ~0 would turn it into a full-size advantage).
+    ~0 would turn it into a full-size advantage). So does a group whose rewards differ by no more
+    than that rounding: the float mean of G rewards is off by up to (G - 1) u Σ|r| / G < G eps max|r|
+    (u = eps / 2, recursive summation), so a spread max - min within G eps max|r| cannot be told
+    from rounding (with normalize_std, rewards 100, 100 + 1 ulp, 100, 100 + 1 ulp would get the
+    advantages 0, 1.06, 0, 1.06).
     """
     if rewards.dim() != 2 or rewards.numel() == 0:
         raise ValueError(f"rewards must be a non-empty (prompts, group size) matrix, got shape {tuple(rewards.shape)}")
@@ -170,23 +179,34 @@ def grpo_advantages(rewards: Tensor, normalize_std: bool) -> Tensor:
                          "the baseline); raise group_size")
     if not bool(torch.isfinite(rewards).all()):
         raise ValueError("rewards must be finite numbers; the verifier returned NaN or inf")
-    tie = (rewards == rewards[:, :1]).all(1, keepdim=True)  # (P, 1) no preference within the group
+    G, eps = rewards.shape[1], torch.finfo(rewards.dtype).eps
+    spread = rewards.amax(1, keepdim=True) - rewards.amin(1, keepdim=True)
+    tie = spread <= G * eps * rewards.abs().amax(1, keepdim=True)  # (P, 1) no preference within the group
     adv = torch.where(tie, 0.0, rewards - rewards.mean(1, keepdim=True))
     if normalize_std:
         adv = torch.where(tie, 0.0, adv / (rewards.std(1, keepdim=True) + 1e-6))
     return adv.flatten()
 
 
-def policy_loss(new: Factors, old_logp: Tensor, adv: Tensor, clip_eps: float, n_rollouts: int | None = None) -> Tensor:
+def policy_loss(new: Factors, old_logp: Tensor, adv: Tensor, clip_eps: float, n_rollouts: int | None = None,
+                dual_clip: float = 3.0) -> Tensor:
     """PPO-clipped likelihood-ratio loss over every factor, normalised by the number of rollouts
     B of the whole step (`n_rollouts`; default: these rollouts; a constant, never a length).
 
     With old_logp = new.logp.detach() (the first epoch) every ratio is 1 and the gradient is
     -(1/B) Σ_b A_b ∇ log P(τ_b).
+
+    Dual clip (dual-clip PPO: Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep
+    Reinforcement Learning"; verl's clip_ratio_c, 3 by default): for A < 0 the PPO term
+    min(r A, clip(r) A) is r A for r >= 1 - ε and falls without bound as the ratio r grows (A = -1,
+    log r = 8: a loss of e^8 = 2981 for one factor), so it is bounded below by c A: the factor's loss
+    is at most c |A|, and a factor past r = c gets no gradient. At r = 1 (the first epoch) nothing
+    changes.
     """
     ratio = torch.exp(new.logp - old_logp)
     a = adv[:, None]
     objective = torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+    objective = torch.where(a < 0, torch.maximum(objective, dual_clip * a), objective)
     return -(objective * new.mask).sum() / (n_rollouts or len(adv))
 
 
@@ -206,8 +226,14 @@ def factors_per_token(dec: DecodeConfig) -> int:
 
 
 def kl_penalty(new: Factors, ref_logp: Tensor, n_rollouts: int | None = None) -> Tensor:
-    """k3 estimate of KL(current || reference) summed over the model's sampled factors, per rollout."""
-    d = ref_logp - new.logp
+    """k3 estimate of KL(current || reference) summed over the model's sampled factors, per rollout:
+    e^d - d - 1 with d = log p_ref - log p (Schulman 2020, "Approximating KL divergence").
+
+    d is clamped to [-20, 20] first, as verl (trainer/ppo/core_algos.py, kl_penalty 'low_var_kl') and
+    OpenRLHF (models/utils.py, compute_approx_kl 'k3') do: e^d overflows float32 at d = 89 (a factor the
+    current model all but ruled out), and an infinite loss and gradient would end the run. A
+    clamped factor contributes e^20 - 21 (or 19 + e^-20) and no gradient."""
+    d = (ref_logp - new.logp).clamp(-20.0, 20.0)
     k3 = torch.exp(d) - d - 1
     return (k3 * (new.mask & new.of_model)).sum() / (n_rollouts or new.logp.shape[0])
 
@@ -221,6 +247,7 @@ class RolloutBatch:
     """One shard of an RL step: its rollouts and what the update needs of them."""
     traj: Trajectory  # G rollouts of each of the shard's prompts, prompt after prompt
     rewards: Tensor  # (n,) 0/1 reward of each rollout
+    truncated: Tensor  # (n,) bool: cut off at max_new_tokens without a stop id (reward 0; decode.truncated)
     adv: Tensor  # (n,) GRPO advantage of each rollout
     ref_logp: Tensor | None  # (n, F) its factors under the reference model (KL penalty); None without one
 
@@ -282,7 +309,8 @@ def resume(path: str, cfg: RLConfig, dec: DecodeConfig, model: Transformer, rout
         raise ValueError(f"{e}; delete it or choose another --out to start the run anew") from None
     if "rl_config" not in ckpt:
         raise ValueError(f"{path} is not an RL checkpoint of rlvr.py; delete it or choose another --out")
-    # fields added since the checkpoint was written take their defaults (which keep the old behaviour)
+    # fields added since the checkpoint was written take their defaults (which keep the old behaviour;
+    # dual_clip bounds only factors whose ratio passed c = 3, which epochs = 1 never has)
     saved = {**asdict(RLConfig()), **ckpt["rl_config"], "steps": cfg.steps}
     router_now = asdict(router.cfg) if router is not None else None
     if saved != asdict(cfg) or ckpt["decoding"] != asdict(dec) or ckpt.get("router_config") != router_now:
@@ -324,13 +352,13 @@ def collect_rollouts(model: Transformer, router: Router | None, task, dec: Decod
         part = examples[s * P // shards: (s + 1) * P // shards]
         g = torch.Generator(device).manual_seed(seeds.train_step(step, shard=s))
         traj = generate(model, router, [e.prompt for e in part for _ in range(G)], dec, task.stop_ids, g)
-        rewards = rewards_of(task, part, traj, G).to(device)
+        rewards = rewards_of(task, part, traj, G).to(device)  # 0 for a truncated rollout
         adv = grpo_advantages(rewards.view(len(part), G).float(), cfg.normalize_std)
         ref_logp = None
         if ref_model is not None:
             with torch.no_grad(), autocast(device):
                 ref_logp = factors(ref_model, router, traj).logp
-        batches.append(RolloutBatch(traj, rewards, adv, ref_logp))
+        batches.append(RolloutBatch(traj, rewards, truncated(traj, task.stop_ids), adv, ref_logp))
     return batches
 
 
@@ -359,8 +387,12 @@ def update(model: Transformer, router: Router | None, opt: torch.optim.Optimizer
         for i, b in enumerate(batches):
             with autocast(device):  # bf16 matmuls on CUDA; log-probs and the loss stay fp32
                 new = factors(model, router, b.traj)
+            if cfg.overlong_filter:
+                # DAPO's overlong filtering (Yu et al. 2025, §3.4): a truncated rollout leaves every term of
+                # the loss; its reward 0 still enters its group's baseline, and `norm` stays the constant
+                new = new.keep_rows(~b.truncated)
             old[i] = new.logp.detach() if old[i] is None else old[i]  # the sampling policy's, fixed at epoch 1
-            loss = policy_loss(new, old[i], b.adv, cfg.clip_eps, n_rollouts=norm)
+            loss = policy_loss(new, old[i], b.adv, cfg.clip_eps, n_rollouts=norm, dual_clip=cfg.dual_clip)
             if b.ref_logp is not None:
                 loss = loss + cfg.kl_coef * kl_penalty(new, b.ref_logp, n_rollouts=norm)
             if cfg.router_entropy_coef:
@@ -389,18 +421,20 @@ def router_entropy(traj: Trajectory) -> tuple[float, int]:
 
 def step_metrics(step: int, batches: list[RolloutBatch], upd: dict[str, float], cfg: RLConfig, t0: float,
                  device: torch.device) -> dict:
-    """The metrics row of step `step` (0-based) over all processes' rollouts: mean reward, loss,
-    gradient norms (`update`), forward tokens per committed token, mean length, mean model factors per
-    rollout, and for lbr the mean entropy of the router per step (nats; log K is uniform)."""
+    """The metrics row of step `step` (0-based) over all processes' rollouts: mean reward, the fraction
+    truncated (cut off at max_new_tokens), loss, gradient norms (`update`), forward tokens per committed
+    token, mean length, mean model factors per rollout, and for lbr the mean entropy of the router per
+    step (nats; log K is uniform)."""
     n_rollouts = cfg.prompts_per_step * cfg.group_size
     ent = [router_entropy(b.traj) for b in batches]
     sums = all_reduce_sum([sum(float(b.rewards.float().sum()) for b in batches),
+                           sum(float(b.truncated.sum()) for b in batches),
                            sum(float(b.traj.forward_tokens().sum()) for b in batches),
                            sum(float(b.traj.length.sum()) for b in batches),
                            sum(float(b.traj.model_factors().sum()) for b in batches),
                            sum(e[0] for e in ent), sum(e[1] for e in ent)], device)
-    reward_sum, fwd_sum, len_sum, factor_sum, ent_sum, ent_steps = sums
-    row = {"step": step + 1, "reward": reward_sum / n_rollouts, **upd,
+    reward_sum, cut_sum, fwd_sum, len_sum, factor_sum, ent_sum, ent_steps = sums
+    row = {"step": step + 1, "reward": reward_sum / n_rollouts, "truncated": cut_sum / n_rollouts, **upd,
            "fwd_per_token": fwd_sum / max(len_sum, 1), "length": len_sum / n_rollouts,
            "model_factors": factor_sum / n_rollouts, "seconds": time.time() - t0}
     if ent_steps:
@@ -643,6 +677,10 @@ def main() -> None:
         raise ValueError("--method needs --out RUN_DIR and one of --base CHECKPOINT (from sft.py) or --model DIR")
     if args.data and not args.model:
         raise ValueError("--data needs --model DIR (a pretrained model with its tokenizer.json)")
+    greedy = [flag for flag, on in (("--greedy", args.greedy), ("--greedy-router", args.greedy_router)) if on]
+    if greedy and not args.eval_only:  # an argmax choice has no sampling probability for the RL gradient
+        raise ValueError(f"{' and '.join(greedy)}: argmax decoding is for evaluation; add --eval-only, or drop "
+                         f"{'them' if len(greedy) > 1 else 'it'} to train on sampled rollouts")
     if not args.model and (args.system, args.instruction, args.thinking) != (None, None, None):
         raise ValueError("--system, --instruction and --(no-)thinking shape the chat prompts of --model DIR; "
                          "a --base task has its own prompt format")

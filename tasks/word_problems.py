@@ -9,9 +9,9 @@ Data (one JSON object a line; the format is detected line by line from the field
                  {"problem": ..., "solution": "... so the answer is $\boxed{\frac{3}{4}}$."}
                  the gold answer is "answer" when present, else the last \boxed{...} of "solution".
 Kept when present: an id ("id", "unique_id" or "problem_id"; else FILE:LINE), "level" (MATH:
-"Level 5", MATH-500: 5) and "subject" (MATH's original files call it "type"), by which
-evaluations are broken down. A malformed line is refused (strict) or reported with its number
-and skipped; a file that is not UTF-8 is refused whole (see `load_problems`).
+"Level 5", MATH-500: 5; both read as "Level 5") and "subject" (MATH's original files call it
+"type"), by which evaluations are broken down. A malformed line is refused (strict) or reported
+with its number and skipped; a file that is not UTF-8 is refused whole (see `load_problems`).
 
 Prompt: the checkpoint's chat template (chat.ChatTemplate; ChatML for a checkpoint without one)
 renders [system prompt (if any), user: problem + "\n\n" + instruction]; the default instruction
@@ -21,7 +21,8 @@ Reward: the completion is read up to its first stop token (any of `stop_ids`: a 
 turn with one of several ids, and what follows it is not the model's answer), decoded, and its
 final answer (answers.extract_answer: the last \boxed{}, else `####`, else "the answer is", else
 the last number) compared with the gold answer by answers.equivalent: 1 if equivalent, else 0.
-Majority vote keys on answers.normalize of the extracted answer (`answer_key`).
+Majority vote keys on answers.normalize of the extracted answer (`answer_key`). A rollout cut off
+at max_new_tokens is no answer: reward 0 and no vote before its text is read (evaluate.py).
 
 Run `python -m tasks.word_problems FILE.jsonl` to print the detected format and a few problems.
 """
@@ -44,6 +45,7 @@ from tasks.common import Example
 DEFAULT_INSTRUCTION = r"Please reason step by step, and put your final answer within \boxed{}."
 ID_FIELDS = ("id", "unique_id", "problem_id")  # the first present names the problem
 _NUMBER_KEY = re.compile(r"-?\d+(/\d+)?")  # answers.normalize's key of a rational number: '9500', '-3/4'
+_LEVEL = re.compile(r"\s*(?:level\s*)?(\d+)\s*", re.IGNORECASE)  # a numbered level: '3', 'Level 3', 'level 03'
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Problem:
     solution: str | None  # the full reference solution, when the data has one
     line: int  # line number in the file (1-based)
     format: str  # "GSM8K" or "MATH": which layout the line has
-    level: str | None = None  # difficulty label when the data has one ("Level 5", "3")
+    level: str | None = None  # difficulty label when the data has one ("Level 5"; see `_level`)
     subject: str | None = None  # subject label when the data has one ("Algebra")
 
 
@@ -78,6 +80,15 @@ def _label(row: dict, *fields: str) -> str | None:
             raise ValueError(f'the field "{field}" must be text or an integer, got {value!r}')
         return str(value)
     return None
+
+
+def _level(row: dict) -> str | None:
+    """The difficulty label: a numbered level in MATH's spelling, "Level N", whether the data writes
+    "Level 3" (MATH) or 3 (MATH-500), so that one level is one group of an evaluation; any other
+    label ("Level ?" in MATH) as written."""
+    label = _label(row, "level")
+    m = _LEVEL.fullmatch(label) if label is not None else None
+    return f"Level {int(m.group(1))}" if m else label
 
 
 def parse_problem(row: object, path: str, line: int) -> Problem:
@@ -113,7 +124,7 @@ def parse_problem(row: object, path: str, line: int) -> Problem:
     if not normalize(gold):
         raise ValueError(f"the gold answer {gold!r} is empty")
     return Problem(id=_label(row, *ID_FIELDS) or f"{os.path.basename(path)}:{line}", question=question, gold=gold,
-                   solution=solution, line=line, format=fmt, level=_label(row, "level"),
+                   solution=solution, line=line, format=fmt, level=_level(row),
                    subject=_label(row, "subject", "type"))
 
 
@@ -237,8 +248,8 @@ class WordProblemTask:
 
     def reward(self, example: Example, completion: list[int]) -> float:
         """1.0 if the final answer of the completion (read up to its first stop) is equivalent to
-        the gold answer (answers.equivalent), else 0.0. A completion cut at max_new_tokens is
-        judged like any other: the answer may come before the cut."""
+        the gold answer (answers.equivalent), else 0.0. (A rollout cut off at max_new_tokens gets
+        0 before its text is read: evaluate.rewards_of.)"""
         return float(equivalent(example.info["gold"], self.extracted(completion)))
 
     def answer_key(self, example: Example, completion: list[int]) -> str | None:

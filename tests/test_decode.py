@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from decode import CotConfig, LBRConfig, decode_cot, decode_lbr
+from decode import MIN_TEMPERATURE, CotConfig, LBRConfig, SoftConfig, decode_cot, decode_lbr
 from helpers import LOGP_TOL, chi2_pvalue, random_router, tiny_model
 from likelihood import sequence_logprob, tree_logprob
 from router import Router, RouterConfig
@@ -164,6 +164,26 @@ def test_full_tree_grows_one_level_per_step():
 def test_bad_config_raises(make):
     with pytest.raises(ValueError):
         make()
+
+
+@pytest.mark.parametrize("make,flag", [
+    (lambda: CotConfig(temperature=1e-45), "temperature"),  # passed the > 0 check and recorded NaN log-probs
+    (lambda: SoftConfig(temperature=5e-5), "temperature"),
+    (lambda: LBRConfig(router_temperature=1e-45), "router_temperature"),
+])
+def test_temperatures_that_underflow_are_refused_towards_greedy(make, flag):
+    with pytest.raises(ValueError, match=rf"{flag}=.*>= 0.0001.*greedy"):
+        make()
+
+
+def test_the_lowest_temperature_records_finite_log_probs():
+    """At T = 1e-45, logits / T overflowed to inf and log_softmax gave NaN; at T = MIN_TEMPERATURE = 1e-4
+    the sampling is argmax in effect, and every recorded log-probability is finite (about 0 for the choice)."""
+    model = tiny_model(vocab=6)
+    traj = decode_cot(model, PROMPTS, CotConfig(temperature=MIN_TEMPERATURE, max_new_tokens=6), EOS,
+                      torch.Generator().manual_seed(0))
+    greedy = decode_cot(model, PROMPTS, CotConfig(greedy=True, max_new_tokens=6), EOS, torch.Generator())
+    assert torch.isfinite(traj.logp).all() and torch.equal(traj.completion, greedy.completion)
 
 
 def test_bad_input_raises():

@@ -18,7 +18,7 @@ from tasks import get_task
 from tasks.common import Seeds, make_examples
 from tree import TreeShape
 
-from test_rlvr import OneTokenTask
+from test_rlvr import AnswerTokenTask
 
 
 @pytest.mark.parametrize("widths", [(2, 1), (4, 1), (8, 1), (2, 2), (4, 2), (4, 1, 1), (3, 2, 2)])
@@ -39,7 +39,7 @@ def test_factors_per_token_is_what_a_decoded_step_adds(widths):
 def _batches(dec, router, group_size=8):
     model = tiny_model(vocab=4)
     cfg = RLConfig(steps=1, prompts_per_step=2, group_size=group_size, grad_clip=1e9)
-    return model, collect_rollouts(model, router, OneTokenTask(), dec, cfg, 0, 1, None), cfg
+    return model, collect_rollouts(model, router, AnswerTokenTask(), dec, cfg, 0, 1, None), cfg
 
 
 def _grads(model, router, batches, cfg):
@@ -92,9 +92,9 @@ def test_router_entropy_replayed_equals_the_sampled_distributions_and_the_bonus_
     total, steps = router_entropy(traj)
     assert steps == int(taken.sum()) and math.isclose(total, float(recorded[taken].sum()), rel_tol=1e-5)
 
-    class Tie(OneTokenTask):  # every rollout gets the same reward: no preference, advantage 0
+    class Tie(AnswerTokenTask):  # every rollout gets the same reward (cut off or not): no preference, advantage 0
         def reward(self, example, completion):
-            return 1.0
+            return 0.0
     rl = RLConfig(steps=1, prompts_per_step=1, group_size=8, router_entropy_coef=1.0, router_lr=1e-3,
                   freeze_model=True)
     dec = LBRConfig(widths=(3, 1), max_new_tokens=1)

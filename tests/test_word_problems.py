@@ -16,7 +16,7 @@ import torch
 import evaluate
 from answers import equivalent, extract_answer, normalize
 from chat import ChatTemplate, conversation
-from tasks.word_problems import DEFAULT_INSTRUCTION, Problem, WordProblemTask, load_problems
+from tasks.word_problems import DEFAULT_INSTRUCTION, Problem, WordProblemTask, load_problems, parse_problem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GSM8K = "/work/shared/data/gsm8k"
@@ -47,7 +47,7 @@ def test_math_style_loader_both_variants(tmp_path, capsys):
     problems = load_problems(path)
     assert [p.gold for p in problems] == ["\\frac{3}{4}", "90^\\circ", "2", "\\frac{3}{4}"]  # nested braces kept
     assert [p.id for p in problems] == ["test/algebra/1.json", "math.jsonl:2", "17", "math.jsonl:4"]
-    assert [p.level for p in problems] == ["Level 2", "Level 1", "1", "Level 2"]
+    assert [p.level for p in problems] == ["Level 2", "Level 1", "Level 1", "Level 2"]  # MATH-500's 1 is Level 1
     assert [p.subject for p in problems] == ["Algebra", "Geometry", "Algebra", "Prealgebra"]
     assert {p.format for p in problems} == {"MATH"} and problems[0].solution is None
     assert capsys.readouterr().out.strip() == f"read 4 problems from {path} (MATH format, with level and subject)"
@@ -176,6 +176,38 @@ def test_reward_reads_up_to_the_first_stop_token(tokenizer, tmp_path):
     assert task.answer_key(task.example(p5), tokenizer.encode("no answer here")) is None
 
 
+@pytest.mark.parametrize("level,label", [("Level 3", "Level 3"), (3, "Level 3"), ("3", "Level 3"),
+                                         ("level 03", "Level 3"), ("Level ?", "Level ?"), ("hard", "hard")])
+def test_numbered_levels_are_one_label(level, label):
+    """MATH writes "Level 3", MATH-500 writes 3: by_level used to keep them apart."""
+    assert parse_problem({"problem": "q", "answer": "1", "level": level}, "f.jsonl", 1).level == label
+
+
+def test_a_cut_off_completion_is_no_answer(tokenizer, monkeypatch):
+    """The completion of the issue, cut off at max_new_tokens: its last number is the gold 7, and it
+    used to score 1 and vote for 7. Cut off (no stop id): reward 0, no vote, counted as truncated;
+    the same text finished by <|im_end|> is an answer."""
+    p = Problem(id="p", question="q", gold="7", solution=None, line=1, format="GSM8K")
+    task = _task(tokenizer, [p])
+    text = "3 + 4 = 7. Step 2: multiply by 2 to get 14, then subtract the 7 we"
+    completions = [tokenizer.encode(text), tokenizer.encode(text) + [tokenizer.token_id("<|im_end|>")]]
+    assert [task.reward(task.example(p), c) for c in completions] == [1.0, 1.0]  # the text alone says 7
+
+    def fake_generate(model, router, prompts, dec, stops, g):
+        T = max(map(len, completions))
+        return types.SimpleNamespace(completion=torch.tensor([c + [0] * (T - len(c)) for c in completions]),
+                                     length=torch.tensor([len(c) for c in completions]),
+                                     forward_tokens=lambda: torch.tensor([len(c) - 1 for c in completions]))
+
+    monkeypatch.setattr(evaluate, "generate", fake_generate)
+    model = types.SimpleNamespace(embed_tokens=types.SimpleNamespace(weight=torch.zeros(1)))
+    samples = []
+    out = evaluate.evaluate(model, None, task, None, task.eval_examples(1), 2, (1, 2), seed=0, samples=samples)
+    assert [(s["truncated"], s["correct"], s["key"], s["answer"]) for s in samples] == [
+        (True, 0.0, None, "7"), (False, 1.0, "7", "7")]
+    assert out["truncated"] == 0.5 and out["pass@1"] == 0.5 and out["majority@2"] == 1.0
+
+
 def test_prompt_is_the_chat_template_with_system_instruction_and_switch(tokenizer):
     from test_chat import QWEN3_STYLE
     template = ChatTemplate(QWEN3_STYLE, {"eos_token": "<|im_end|>"})
@@ -298,16 +330,19 @@ def test_rlvr_eval_only_on_math_data_writes_samples_and_breakdown(qwen3_dir, tmp
                                               enable_thinking=False)
         assert s["prompt"].startswith(f"<|im_start|>system\n{SYSTEM}<|im_end|>")
         assert s["prompt"].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")  # --no-thinking
-    for s in samples:  # each sample's fields agree with each other
+    for s in samples:  # each sample's fields agree with each other; a cut-off one is no answer (reward 0, no vote)
         assert s["answer"] == extract_answer(s["completion"])
-        assert s["correct"] == float(equivalent(s["gold"], s["answer"]))
-        assert s["key"] == ((normalize(s["answer"]) or None) if s["answer"] is not None else None)
+        assert s["correct"] == float(equivalent(s["gold"], s["answer"]) and not s["truncated"])
+        key = (normalize(s["answer"]) or None) if s["answer"] is not None else None
+        assert s["key"] == (None if s["truncated"] else key)
     # eval.json is what the samples say
     correct = [s["correct"] for s in samples]
     assert result["pass@1"] == pytest.approx(sum(correct) / len(correct))
     votes = [evaluate.majority_vote([s["key"] for s in samples[i: i + 3]], correct[i: i + 3]) for i in (0, 3, 6, 9)]
     assert result["majority@3"] == pytest.approx(sum(votes) / 4)
-    assert {k: v["problems"] for k, v in result["by_level"].items()} == {"1": 1, "Level 1": 1, "Level 2": 2}
+    assert result["truncated"] == pytest.approx(sum(s["truncated"] for s in samples) / len(samples))
+    # MATH-500's level 1 and MATH's "Level 1" are one group (they used to be "1" and "Level 1")
+    assert {k: v["problems"] for k, v in result["by_level"].items()} == {"Level 1": 2, "Level 2": 2}
     assert {k: v["problems"] for k, v in result["by_subject"].items()} == {"Algebra": 2, "Geometry": 1,
                                                                            "Prealgebra": 1}
     assert result["by_level"]["Level 2"]["pass@1"] == pytest.approx((sum(correct[0:3]) + sum(correct[9:12])) / 6)
