@@ -436,9 +436,36 @@ def _from_plain(obj, kinds: dict[str, type], where: str):
 def save_pt(obj: dict, path: str) -> None:
     """torch.save of a dict of plain data (tensors, dicts, lists, tuples, numbers, strings, None;
     dataclasses become tagged dicts), written to `path`.tmp and then renamed over `path`, so that
-    a crash never leaves a half-written file (os.replace is atomic on POSIX and Windows)."""
-    torch.save(_to_plain(obj), path + ".tmp")
-    os.replace(path + ".tmp", path)
+    a crash never leaves a half-written file (os.replace is atomic on POSIX and Windows).
+
+    A write that fails (a full disk, a read-only folder) removes the temporary file, leaves `path`
+    as it was and raises OSError saying so (cli.run prints it as one line). The file is opened
+    here rather than by torch.save, whose own writer reports these errors as RuntimeErrors
+    without the reason."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(_to_plain(obj), f)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.islink(tmp) or os.path.isfile(tmp):  # never a directory that happens to have its name
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise OSError(f"cannot write {path} ({e.strerror or e}): free some disk space or write somewhere "
+                          f"else; {path} was left as it was") from None
+        raise
+
+
+def check_state_fits(state: dict[str, Tensor], module: torch.nn.Module, where: str, hint: str) -> None:
+    """ValueError naming the first tensor of `state` whose shape differs from `module`'s (or that
+    one of them lacks), so that load_state_dict cannot fail with torch's many-line RuntimeError;
+    `where` names the file, `hint` says what to do."""
+    own = module.state_dict()
+    shape = lambda d, name: f"shape {tuple(d[name].shape)}" if name in d else "no such tensor"  # noqa: E731
+    for name in sorted(set(own) | set(state)):
+        if shape(state, name) != shape(own, name):
+            raise ValueError(f"{where}: tensor {name!r}: {shape(state, name)} there, {shape(own, name)} in the "
+                             f"model now; {hint}")
 
 
 def load_pt(path: str, what: str, kinds: tuple[type, ...] = ()) -> dict:

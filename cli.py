@@ -60,10 +60,13 @@ def check_out_dir(path: str, flag: str) -> None:
 
 
 def check_out_file(path: str, flag: str) -> None:
-    """A file the command will write: refused if it is a directory or its folder cannot be made."""
+    """A file the command will write: refused if it is a directory, its folder cannot be made, or
+    the nearest existing folder is not writable (checked before any work, not at the first save)."""
     if os.path.isdir(path):
         raise ValueError(f"{flag} {path}: is a directory; give a file name")
-    _check_parent(os.path.dirname(os.path.abspath(path)), flag)
+    folder = _check_parent(os.path.dirname(os.path.abspath(path)), flag)
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: {folder} is not writable; give a path you can write to")
 
 
 def check_in_file(path: str, flag: str, hint: str = "") -> None:
@@ -74,12 +77,14 @@ def check_in_file(path: str, flag: str, hint: str = "") -> None:
         raise ValueError(f"{flag} {path}: is a directory; give a file")
 
 
-def _check_parent(path: str, flag: str) -> None:
+def _check_parent(path: str, flag: str) -> str:
+    """The nearest existing ancestor of `path` (itself included), which must be a directory."""
     p = os.path.abspath(path)
-    while not os.path.exists(p):  # the nearest existing ancestor must be a directory
+    while not os.path.exists(p):
         p = os.path.dirname(p)
     if not os.path.isdir(p):
         raise ValueError(f"{flag} {path}: {p} is a file, so the directory cannot be created")
+    return p
 
 
 def read_json_object(path: str) -> dict:
@@ -113,12 +118,62 @@ def check_device(name: str) -> None:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device {name!r}: not a device; use auto, cpu, cuda, cuda:1 or mps") from None
+    if device.type == "meta":
+        raise ValueError(f"--device {name}: the meta device holds shapes but no data, so nothing can be computed "
+                         "on it; use auto, cpu, cuda, cuda:1 or mps")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: {device.type} devices are not supported; use auto, cpu, cuda, cuda:1 "
+                         "or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device here; use --device cpu (or auto)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices here")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {name}: no MPS device here; use --device cpu (or auto)")
+    if device.type == "mps" and device.index not in (None, 0):
+        raise ValueError(f"--device {name}: there is one MPS device; use --device mps")
+
+
+def available_memory(device) -> int | None:
+    """Bytes that new tensors on `device` can take: the free memory of a CUDA device; else the
+    host's (MPS shares it): Linux's MemAvailable, capped by the cgroup limit of a container.
+    None where it cannot be read (then no size is refused)."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f, open("/sys/fs/cgroup/memory.current") as g:
+            limit = f.read().strip()
+            if limit != "max":
+                free = min(free, int(limit) - int(g.read()))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def _bytes(n: float) -> str:
+    """'3.2 GB' (decimal units)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def check_fits(what: str, need: int, device="cpu", hint: str = "") -> None:
+    """ValueError when `need` bytes (a lower bound of what `what` takes) exceed the memory available
+    on `device`, so that a size that cannot fit is refused before any work instead of ending in
+    an allocator's traceback (or in swapping) later."""
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise ValueError(f"{what} needs at least {_bytes(need)} of memory, but {_bytes(free)} is available on "
+                         f"{device}" + (f"; {hint}" if hint else ""))
 
 
 def fail(prog: str, message) -> NoReturn:

@@ -324,6 +324,9 @@ def resume(path: str, cfg: RLConfig, dec: DecodeConfig, model: Transformer, rout
     if ckpt["step"] > cfg.steps:  # fewer steps would return (and evaluate) the longer run's model
         raise ValueError(f"{path} has already trained {ckpt['step']} steps, more than steps={cfg.steps}: "
                          f"give --steps {ckpt['step']} (or more) or choose another --out")
+    from checkpoint import check_state_fits
+    check_state_fits(ckpt["model"], model, f"{path} was trained from a model of another shape than the --base "
+                     "(or --model) given now", "give the one this run started from, or choose another --out")
     model.load_state_dict(ckpt["model"])
     if router is not None and ckpt["router"] is not None:
         router.load_state_dict(ckpt["router"])

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from checkpoint import load_pt, save_pt
-from cli import ArgumentParser, check_device, check_float, check_int, check_out_file, run
+from cli import ArgumentParser, check_device, check_fits, check_float, check_int, check_out_file, run
 from decode import greedy_completions
 from model import ModelConfig, Transformer, autocast, pick_device
 from tasks import get_task
@@ -80,6 +80,13 @@ def sft_loss(model: Transformer, examples) -> torch.Tensor:
         h = model.hidden(seq[:, :-1])
     logits = model.head(h[predicts_answer[:, :-1]])  # (n_answer_tokens, V) fp32
     return F.cross_entropy(logits, seq[:, 1:][predicts_answer[:, :-1]])
+
+
+def training_bytes(model_cfg: ModelConfig) -> int:
+    """A lower bound of the memory that pre-training a model of `model_cfg` takes: its fp32 weights,
+    their gradients and AdamW's two moments, 16 bytes per parameter (activations come on top)."""
+    with torch.device("meta"):  # the parameter count without allocating the parameters
+        return 16 * Transformer(model_cfg).num_params()
 
 
 def load_sft_model(path: str, device: torch.device | str = "cpu", task=None) -> Transformer:
@@ -226,7 +233,11 @@ def train_sft(task, model_cfg: ModelConfig, cfg: SFTConfig, out_path: str, devic
         loss = sft_loss(model, make_examples(task, cfg.batch_size, seed=Seeds(cfg.seed).train_step(step), split="train"))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        for what, value in (("loss", loss.item()), ("gradient norm", grad_norm)):
+            if not math.isfinite(value):  # checked before the step, so the weights and checkpoint stay good
+                raise ValueError(f"step {step + 1}: the {what} is {value} (not finite): lower --lr (or raise "
+                                 "--warmup), and start a new --out")
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
@@ -273,7 +284,10 @@ def main() -> None:
     task = get_task(args.task, **knobs)
     model_cfg = ModelConfig.tiny(task.tokenizer.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd, max_seq_len=256)
     cfg = SFTConfig(**{k: getattr(args, k) for k in asdict(SFTConfig())})
-    _, ckpt = train_sft(task, model_cfg, cfg, args.out, pick_device(args.device))
+    device, need = pick_device(args.device), training_bytes(model_cfg)
+    check_fits(f"--n-layer {args.n_layer} --n-embd {args.n_embd} (a model of {need // 16:,} parameters, trained "
+               "with AdamW)", need, device, hint="give a smaller --n-embd or --n-layer")
+    _, ckpt = train_sft(task, model_cfg, cfg, args.out, device)
     print(f"health after {ckpt['step']} steps ({cfg.eval_size} evaluation problems):")
     print(json.dumps(ckpt["health"], indent=1))
     print(health_report(ckpt["health"], task.name))

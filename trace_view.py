@@ -5,6 +5,8 @@ For every step t: the local tree tree_t (the descendants of step t's root born a
 each node with its token, its birth log-probability log q and the step it was born at; the
 router's probability of each depth-1 subtree; the committed candidate; the pruned subtrees; and
 what survives the shift (the chosen subtree, which is the next step's tree before it regrows).
+A `cot` rollout is drawn as a tree of one candidate per step, a `soft` one with its K draws per
+step as the candidates and their mixing weights in place of the router's π.
 
 Two renderings of the same steps: `render_text` (a terminal) and `render_html` (one
 self-contained HTML file: inline SVG, a few lines of script to step forward and back; no network).
@@ -52,9 +54,10 @@ class StepView:
     root: int  # the node the tree hangs from (the last committed token)
     root_token: int
     nodes: list[NodeView]  # tree_t, level order within each subtree
-    probs: list[float]  # π(i | tree_t) per candidate
+    probs: list[float]  # π(i | tree_t) per candidate (soft: the mixing weight of each draw)
     choice: int  # the committed candidate
     committed_token: int
+    soft: bool = False  # a soft-token step: the candidates are its K draws, all mixed into the next input
 
 
 def tree_steps(traj: TreeTrajectory, row: int = 0) -> tuple[list[int], list[StepView]]:
@@ -99,12 +102,35 @@ def sequence_steps(traj: SequenceTrajectory, row: int = 0) -> tuple[list[int], l
     return prompt, steps
 
 
-def steps_of(traj: TreeTrajectory | SequenceTrajectory, row: int = 0) -> tuple[list[int], list[StepView]]:
-    return tree_steps(traj, row) if isinstance(traj, TreeTrajectory) else sequence_steps(traj, row)
+def soft_steps(traj: SoftTrajectory, row: int = 0) -> tuple[list[int], list[StepView]]:
+    """A `soft` rollout: each step's draws (K inside the soft span, one after it) as one-level
+    candidates with their recorded log p and mixing weights; slot 0 is committed. Nothing is
+    pruned: the weighted mixture of the draws' embeddings is the next input."""
+    P, K = int(traj.prompt_len[row]), traj.tokens.shape[-1]
+    prompt, steps = traj.prompt[row, :P].tolist(), []
+    root, root_tok = P - 1, prompt[-1]
+    for t in range(int(traj.length[row])):
+        drawn = [k for k in range(K) if bool(traj.active[row, t, k])]  # slot 0, and the others in the soft span
+        nodes = [NodeView(P + t * K + k, root, 1, int(traj.tokens[row, t, k]), float(traj.logp[row, t, k]), t, i)
+                 for i, k in enumerate(drawn)]
+        tok = int(traj.tokens[row, t, 0])
+        steps.append(StepView(t, root, root_tok, nodes, [float(traj.weights[row, t, k]) for k in drawn], 0, tok,
+                              soft=True))
+        root, root_tok = P + t * K, tok
+    return prompt, steps
+
+
+def steps_of(traj: TreeTrajectory | SequenceTrajectory | SoftTrajectory,
+             row: int = 0) -> tuple[list[int], list[StepView]]:
+    if isinstance(traj, TreeTrajectory):
+        return tree_steps(traj, row)
+    return soft_steps(traj, row) if isinstance(traj, SoftTrajectory) else sequence_steps(traj, row)
 
 
 def render_text(prompt: list[int], steps: list[StepView], itos=str) -> str:
     lines = ["prompt: " + " ".join(itos(t) for t in prompt)]
+    if any(s.soft for s in steps):
+        lines.append(SOFT_NOTE_TEXT)
     for s in steps:
         lines.append(f"step {s.step}: root {itos(s.root_token)!r}")
         for nv in s.nodes:
@@ -130,6 +156,13 @@ candidates and their subtrees, dropped at the commit; their log q still counts i
 <li><b>log q</b>: the log-probability with which the sibling sampler drew the node (iid: log p of the token;
 distinct: renormalised over the siblings not yet drawn). <b>born step t</b>: the step that drew it (an earlier
 step: it was inherited through the shift).</li></ul></details>"""
+
+
+SOFT_NOTE_TEXT = ("a soft rollout: each step's candidates are its draws, [w] the weight of each in the mixture "
+                  "of embeddings fed as the next input; draw 0 is committed, the others are mixed in, not pruned")
+SOFT_LEGEND = ("<p class=\"legend\"><b>A soft rollout</b>: a step's candidates are its draws (K in the soft span, "
+               "one after it), each with <b>w</b>, its weight in the mixture of embeddings fed as the next input "
+               "(in place of the router's π). Draw 0 is committed; the others are not pruned but mixed in.</p>")
 
 
 def _svg(s: StepView, itos) -> str:
@@ -164,10 +197,12 @@ def _svg(s: StepView, itos) -> str:
     boxes = [(s.root, itos(s.root_token), "root (last committed)", COLORS["root"], "#555", 1, 1)]
     for nv in s.nodes:
         kept, cand = nv.branch == s.choice, nv.depth == 1
-        fill = COLORS["committed" if cand else "kept"] if kept else COLORS["pruned"]
+        mixed = s.soft and not kept  # a soft step's other draws are mixed into the next input, not pruned
+        fill = COLORS["committed" if cand else "kept"] if kept else COLORS["kept" if mixed else "pruned"]
         border = ("#1a7f1a" if kept else "#555", 3 if cand and kept else 2 if cand else 1)
-        extra = f"log q {nv.logq:+.2f}  " + (f"π {s.probs[nv.branch]:.3f}" if cand else f"born step {nv.born}")
-        boxes.append((nv.node, itos(nv.token), extra, fill, *border, 1 if kept else 0.5))
+        extra = f"log q {nv.logq:+.2f}  " + (f"{'w' if s.soft else 'π'} {s.probs[nv.branch]:.3f}" if cand
+                                               else f"born step {nv.born}")
+        boxes.append((nv.node, itos(nv.token), extra, fill, *border, 1 if kept or mixed else 0.5))
     for node, token, extra, fill, stroke, width, opacity in boxes:
         x, y = pos[node]
         shown = token if len(token) <= 16 else token[:15] + "…"  # the whole token is in the tooltip
@@ -188,16 +223,19 @@ def render_html(prompt: list[int], steps: list[StepView], itos=str, title: str =
     correct (True / False, e.g. a task's reward), or a line of text; shown under the title."""
     panels = []
     for s in steps:
-        probs = "".join(f'<tr class="{"chosen" if k == s.choice else "pruned"}"><td>candidate {k}</td>'
+        row_class = lambda k: "chosen" if k == s.choice else "" if s.soft else "pruned"  # noqa: E731
+        probs = "".join(f'<tr class="{row_class(k)}"><td>{"draw" if s.soft else "candidate"} {k}</td>'
                         f'<td>{html.escape(itos(next((nv.token for nv in s.nodes if nv.branch == k and nv.depth == 1), -1)))}</td>'
                         f'<td class="p">{p:.3f}</td></tr>' for k, p in enumerate(s.probs))
         survivors = [nv for nv in s.nodes if nv.branch == s.choice and nv.depth > 1]
         shift = (" ".join(html.escape(itos(nv.token)) for nv in survivors) or ("nothing: the rollout ends here" if s is steps[-1] else "nothing (the tree regrows from scratch)"))
+        after = ("the next input is the w-weighted mixture of the draws' embeddings" if s.soft else
+                 f"the other subtrees are pruned (faded); surviving the shift (now one level up): {shift}")
         panels.append(
             f'<section class="step" id="step{s.step}"><h2>step {s.step}: root <code>{html.escape(itos(s.root_token))}</code></h2>'
-            f'{_svg(s, itos)}<table><tr><th>subtree</th><th>token</th><th>router π</th></tr>{probs}</table>'
-            f'<p>commit <b class="commit">{html.escape(itos(s.committed_token))}</b>; the other subtrees are pruned '
-            f'(faded); surviving the shift (now one level up): {shift}</p></section>')
+            f'{_svg(s, itos)}<table><tr><th>{"draw" if s.soft else "subtree"}</th><th>token</th>'
+            f'<th>{"mixing weight w" if s.soft else "router π"}</th></tr>{probs}</table>'
+            f'<p>commit <b class="commit">{html.escape(itos(s.committed_token))}</b>; {after}</p></section>')
     committed = " ".join(html.escape(itos(s.committed_token)) for s in steps)
     verdict_line = ""
     if verdict is not None:
@@ -214,7 +252,7 @@ tr.chosen{{background:{COLORS['committed']}}} tr.pruned{{color:#888}} code{{back
 <body><h1>{html.escape(title)}</h1>
 {verdict_line}<p>prompt: <code>{html.escape(" ".join(itos(t) for t in prompt))}</code></p>
 <p>committed: <code>{committed}</code></p>
-{LEGEND}
+{LEGEND}{SOFT_LEGEND if any(s.soft for s in steps) else ""}
 <p><button onclick="go(-1)">&larr; back</button> <span id="pos"></span>
 <button onclick="go(1)">forward &rarr;</button> (or the arrow keys; the address ends in #step=N, a link to
 this step)</p>

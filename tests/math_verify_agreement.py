@@ -1,5 +1,6 @@
 r"""Our answer checker (answers.equivalent) against hand labels and against math-verify, on the
-MATH-style pairs of tests/data/answer_pairs.jsonl; writes results/answer_checker.md.
+MATH-style pairs of tests/data/answer_pairs.jsonl, and both checkers on the false positives of
+tests/data/false_positives.jsonl; writes results/answer_checker.md.
 
     python tests/math_verify_agreement.py            # needs math-verify (pip install math-verify==0.9.0)
 
@@ -9,6 +10,11 @@ shows: verify(parse("$gold$"), parse("$pred$")), gold first, default settings. E
 corpus has a hand label (is the prediction a correct answer when the reference is gold?, judged as
 a MATH grader would) and, where useful, a note saying why; a disagreement between the two
 checkers is settled by the label.
+
+tests/data/false_positives.jsonl holds pairs that are *not* equal and that some answer checker
+called equal (the public bug report or probe each comes from is named): rows {gold, pred, source,
+note, convention?}. A row with `convention` is one answers.py calls equal by a rule its docstring
+states (units are dropped, a percentage equals its value, ...); it is listed, not counted.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from answers import equivalent  # noqa: E402
 
 PAIRS = os.path.join(HERE, "data", "answer_pairs.jsonl")
+FALSE_POSITIVES = os.path.join(HERE, "data", "false_positives.jsonl")
 REPORT = os.path.join(os.path.dirname(HERE), "results", "answer_checker.md")
 
 
@@ -45,11 +52,17 @@ def verdicts(rows: list[dict]) -> tuple[list[bool], list[bool]]:
 
 
 def _cell(text: str) -> str:
-    return "`" + text.replace("|", "\\|") + "`" if text else "(empty)"
+    """An answer as a table cell: code, `|` escaped, a long one shortened (its length said)."""
+    if not text:
+        return "(empty)"
+    shown = text if len(text) <= 80 else f"{text[:40]}...{text[-20:]}"
+    cell = "`" + shown.replace("|", "\\|") + "`"
+    return cell if shown == text else f"{cell} ({len(text)} characters)"
 
 
-def report(rows: list[dict], ours: list[bool], theirs: list[bool]) -> str:
-    """The markdown report: accuracy against the labels, agreement, every disagreement."""
+def report(rows: list[dict], ours: list[bool], theirs: list[bool], false_positives: tuple | None = None) -> str:
+    """The markdown report: accuracy against the labels, agreement, every disagreement, and (given
+    (rows, ours, theirs) of the false-positive list) the false positives of each checker."""
     n = len(rows)
     labels = [r["equivalent"] for r in rows]
     ours_right = sum(o == y for o, y in zip(ours, labels))
@@ -96,20 +109,48 @@ def report(rows: list[dict], ours: list[bool], theirs: list[bool]) -> str:
               "| kind | gold | pred | label | ours | why |", "|---|---|---|---|---|---|"]
     for r, o in wrong:
         lines.append(f"| {r['kind']} | {_cell(r['gold'])} | {_cell(r['pred'])} | {r['equivalent']} | {o} | {r.get('note', '')} |")
+    if false_positives is not None:
+        lines += _false_positive_section(*false_positives)
     return "\n".join(lines) + "\n"
+
+
+def _false_positive_section(rows: list[dict], ours: list[bool], theirs: list[bool]) -> list[str]:
+    counted = [i for i, r in enumerate(rows) if not r.get("convention")]
+    conventions = [i for i, r in enumerate(rows) if r.get("convention")]
+    lines = ["", f"## False positives ({len(counted)} pairs that are not equal)", "",
+             "Pairs that are *not* equal and that an answer checker called equal, from public bug reports of",
+             "math graders (the source names the GitHub issue: Math-Verify is huggingface/Math-Verify) and from",
+             "probing both checkers; `tests/data/false_positives.jsonl`. A checker's false positive is a `True` here.",
+             "",
+             f"- **ours: {sum(ours[i] for i in counted)} false positives of {len(counted)}**",
+             f"- math-verify: {sum(theirs[i] for i in counted)} false positives of {len(counted)}",
+             "", "| gold | pred | ours | math-verify | source | why they differ |", "|---|---|---|---|---|---|"]
+    lines += [f"| {_cell(rows[i]['gold'])} | {_cell(rows[i]['pred'])} | {ours[i]} | {theirs[i]} | {rows[i]['source']} | "
+              f"{rows[i]['note']} |" for i in counted]
+    if conventions:
+        lines += ["", f"### Equal by a documented convention of answers.py ({len(conventions)}, not counted)", "",
+                  "Pairs that differ as written answers but that `answers.py` calls equal by a rule of its docstring:",
+                  "known leniencies, not bugs.", "",
+                  "| gold | pred | ours | math-verify | the convention | why they differ |", "|---|---|---|---|---|---|"]
+        lines += [f"| {_cell(rows[i]['gold'])} | {_cell(rows[i]['pred'])} | {ours[i]} | {theirs[i]} | "
+                  f"{rows[i]['convention']} | {rows[i]['note']} |" for i in conventions]
+    return lines
 
 
 def main() -> None:
     import argparse
     argparse.ArgumentParser(description="Compare answers.equivalent with the hand labels and with math-verify on "
-                            f"{os.path.relpath(PAIRS)}; writes {os.path.relpath(REPORT)}.").parse_args()
+                            f"{os.path.relpath(PAIRS)}, and both checkers on the false positives of "
+                            f"{os.path.relpath(FALSE_POSITIVES)}; writes {os.path.relpath(REPORT)}.").parse_args()
     rows = load_pairs()
     ours, theirs = verdicts(rows)
-    text = report(rows, ours, theirs)
+    false_positives = load_pairs(FALSE_POSITIVES)
+    text = report(rows, ours, theirs, (false_positives, *verdicts(false_positives)))
     os.makedirs(os.path.dirname(REPORT), exist_ok=True)
     with open(REPORT, "w", encoding="utf-8") as f:
         f.write(text)
     print(text.split("\n\n| kind")[0])
+    print("\n".join(line for line in text.split("\n") if line.startswith("- **ours:") or line.startswith("- math-verify:")))
     print(f"-> {REPORT}")
 
 

@@ -1,4 +1,4 @@
-r"""answers.py: extraction, normalisation and equivalence of math answers (issue 13, items 1-2).
+r"""answers.py: extraction, normalisation and equivalence of math answers (issue 13, items 1-2; issue 18).
 
     OMP_NUM_THREADS=1 python -m pytest tests/test_answers.py
 """
@@ -13,8 +13,9 @@ from fractions import Fraction
 
 import pytest
 
+import answers
 from answers import equivalent, extract_answer, normalize
-from math_verify_agreement import load_pairs, report, verdicts
+from math_verify_agreement import FALSE_POSITIVES, load_pairs, report, verdicts
 
 # ------------------------------------------------------------------------------------ extraction
 
@@ -55,6 +56,20 @@ from math_verify_agreement import load_pairs, report, verdicts
     ("it rises by 50% a year", "50"),
     ("count: \uff11\uff12", "12"),  # full-width digits
     ("9\u202f500 people", "9500"),  # narrow no-break space as a thousands separator
+    # issue 18: the value a computation ends in; a minus sign followed by a space; mixed numbers; several boxes
+    ("The answer is 2 + 3 = 5.", "5"),
+    ("The answer is 7, because Tom gets 7.", "7"), ("The answer is 12, not 13.", "12"),  # a clause ends the answer
+    ("The answer is 3, 5.", "3,5"),
+    ("The answer is h = 2 + 3 = 5 meters.", "5"),
+    ("\u2212 7", "-7"),
+    ("so x = \u2212 7", "-7"),
+    ("x is \u2212 7", "-7"),
+    ("12 \u2212 7", "7"),  # a binary minus: the last number is 7
+    ("she ate 2 1/4 pies", "9/4"),
+    (r"So $\boxed{3}$ and $\boxed{5}$.", "3,5"),
+    (r"\boxed{3}, \boxed{5}", "3,5"),
+    (r"First \boxed{1} is wrong. So \boxed{5}.", "5"),
+    (r"\boxed{3}, then \boxed{5}", "5"),  # words between the boxes: the last one
 ])
 def test_extract_answer(text, key):
     answer = extract_answer(text)
@@ -78,6 +93,11 @@ def test_extract_real_gsm8k_answers():
     assert not wrong, wrong[:5]
 
 
+def test_an_equation_in_variables_is_the_answer_itself():
+    assert extract_answer("The answer is 2x - y + 3 = 0.") == "2x - y + 3 = 0"
+    assert extract_answer("The answer is x = 5.") == "x = 5"
+
+
 def test_extract_nothing():
     assert extract_answer("no digits here") is None
     assert extract_answer("") is None
@@ -98,9 +118,10 @@ def test_issue_13_inputs_are_9500():
     ("1/2", [r"\frac12", r"\frac{1}{2}", r"\dfrac{1}{2}", r"\tfrac{1}{2}", r"\frac 1 2", "1/2", "0.5", ".5", "\u00bd", "0.50",
              r"2^{-1}", r"\frac{1}{2}."]),
     ("-3/4", [r"-\frac{3}{4}", r"\frac{-3}{4}", "\u22120.75", r"- \dfrac{3}{4}"]),
-    ("9/4", [r"2\frac{1}{4}", r"2\frac14", "2\u00bc"]),
+    ("9/4", [r"2\frac{1}{4}", r"2\frac14", "2\u00bc", "2 1/4", r"2 \frac{1}{4}", "2 1/4 cups"]),
     ("1/3", [r"0.\overline{3}", r"\frac{1}{3}"]),
     ("30", [r"30^\circ", r"30^{\circ}", "30\u00b0", r"30 \text{ degrees}"]),
+    ("5", [r"\text{5 apples}", r"5\text{ apples}", r"\text{5}", r"\frac{10}{2}\hfill"]),
     ("50", [r"50\%", "50%", "50"]),
     ("3", ["x = 3", "x=3", r"f(x) = 3", r"\left( 3 \right)"]),
     ("120", ["5!"]),
@@ -150,6 +171,20 @@ def test_normalize_separates_what_differs():
     # text
     (r"\text{Monday}", "monday", True), (r"\text{(C)}", "C", True), (r"\text{(C)}", "(D)", False), (r"\text{no}", "No", True),
     (r"\text{even}", r"\text{odd}", False),
+    # issue 18: equality is exact, never a tolerance (absolute near zero, relative on huge numbers)
+    (r"\frac{1}{2004!}", r"\frac{1}{2006!}", False), ("e^{-100}", "2e^{-100}", False), ("1000!", "1000!+1", False),
+    (r"\pi", "3.141592653589793238462643383279502884197169399375105820974944592", False), (r"\tanh(100)", "1", False),
+    (r"\sqrt{3+2\sqrt{2}}", r"1+\sqrt{2}", True), (r"\sqrt[3]{2+\sqrt{5}}+\sqrt[3]{2-\sqrt{5}}", "1", True),  # proven exactly
+    # a ratio with a zero denominator is not a number: 12:00 is not 12/0
+    ("12:00", "1:00", False), ("12:00", "12:00", True), (r"\tan\frac{\pi}{2}", r"\frac{1}{0}", False),
+    # mixed numbers are 9/4 however written; two numbers side by side are not a product
+    ("1/2", "2 1/4", False), ("9/4", "2 1/4", True), (r"2\frac14", "2 1/4", True), ("2 3", "6", False),
+    # the text fallback keeps the commands that carry meaning; spacing commands are spacing
+    ("12", r"\frac{1}{2}\hfill", False), (r"\frac12", r"\frac{1}{2}\hfill", True), ("12", r"\frac{1}{2}\foo", False),
+    (r"\frac{1}{23}\foo", r"\frac{12}{3}\foo", False),
+    # a unit inside \text{} is a unit; several boxes are their list
+    (r"\text{5 apples}", "5", True), (r"\text{3 hours}", "3", True), (r"\text{5 apples}", "6", False),
+    ("3, 5", r"\boxed{3}, \boxed{5}", True), ("5", r"\boxed{3}, \boxed{5}", False),
 ])
 def test_equivalent(gold, pred, same):
     assert equivalent(gold, pred) is same
@@ -193,6 +228,58 @@ def test_time_limit_works_off_the_main_thread():
     thread.start()
     thread.join(60)
     assert result == [False] and time.monotonic() - start < 0.5 + 2.0
+
+
+def test_nested_radicals_that_differ_from_2_by_1e_minus_43_are_not_2():
+    """2cos(pi/2^71) written as 70 radicals: a tolerance of 1e-40 called it 2; the exact check does not."""
+    nested = r"\sqrt{2+" * 69 + r"\sqrt{2}" + "}" * 69
+    assert not equivalent("2", nested, timeout=60.0)  # a decision, not the time limit: about 3 s
+
+
+DEGENERATE = [unit * (10_000 // len(unit)) for unit in
+              ("1", "{", "}", "\\", "a ", "\u00b2", "\u00bd", "1,", "1 ", "1 1/", "1,111", "x+", "2+", "- ", r"\boxed{", r"\boxed{1}, ",
+               r"\frac", r"\text{", r"\sqrt{", "(", "answer is ", "#### a\n", "1.", r"\overline{", "%", r"\pm")]
+
+
+@pytest.mark.parametrize("text", DEGENERATE, ids=lambda t: repr(t[:8]))
+def test_degenerate_answers_end_within_the_time_limit(text, monkeypatch):
+    """10k repeated characters / braces / digits / backslashes. The bound is by construction: an answer
+    is cleaned (its regexes run) and parsed only up to _MAX_LENGTH characters, longer ones are text, so
+    every comparison ends within its time limit. (Quadratic regex work on whole 10k answers once took
+    2-8 s outside the limit.) The times asserted are many times what it takes."""
+    lengths, clean = [], answers._clean
+    monkeypatch.setattr(answers, "_clean", lambda answer: lengths.append(len(answer)) or clean(answer))
+    start = time.monotonic()
+    extract_answer(text)
+    normalize(text)
+    assert time.monotonic() - start < 2.0  # measured: under 0.1 s
+    for gold, pred in [(text, text + "1"), ("5", text), (text[:1000], text[:999] + "1"), ("5", text[:1000])]:
+        if not normalize(gold):
+            continue  # all spacing: an empty gold, refused
+        assert equivalent(r"\sqrt{8}", r"2\sqrt{2}")  # a started worker: its start is not part of the limit
+        start = time.monotonic()
+        equivalent(gold, pred, timeout=0.5)
+        assert time.monotonic() - start < 0.5 + 2.0  # the limit, plus killing the worker
+    assert max(lengths) <= answers._MAX_LENGTH
+
+
+@pytest.mark.parametrize("unit", [r"\boxed{", "{", "1,", "1 1/", "answer is ", "#### 1 ", "\u2212 "])
+def test_extraction_is_linear_in_the_text(unit):
+    """100k characters: one pass per rule (the box finder pairs every brace once), so well under a
+    second; a quadratic scan (each box's closing brace searched from scratch) takes minutes."""
+    start = time.monotonic()
+    extract_answer(unit * (100_000 // len(unit)))
+    assert time.monotonic() - start < 10.0
+
+
+def test_no_false_positives():
+    """Pairs that are not equal and that some grader called equal (tests/data/false_positives.jsonl, from
+    public bug reports of math graders and probes): answers.py calls none of them equal, in either order.
+    Rows marked as a documented convention of answers.py (units dropped, ...) are listed, not counted."""
+    rows = [r for r in load_pairs(FALSE_POSITIVES) if not r.get("convention")]
+    assert len(rows) >= 30
+    wrong = [(r["gold"], r["pred"]) for r in rows if equivalent(r["gold"], r["pred"]) or equivalent(r["pred"], r["gold"])]
+    assert not wrong
 
 
 # ---------------------------------------------------------------------------------------- corpus

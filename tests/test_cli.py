@@ -68,6 +68,7 @@ ROWS = [
     ("rl-soft-until-unknown", "rlvr.py", BASE + ["--method", "soft", "--soft-until", "#"], r"not one token"),
     ("rl-shards", "rlvr.py", BASE + ["--method", "cot", "--shards", "3"], r"shards"),
     ("rl-device", "rlvr.py", BASE + ["--method", "cot", "--device", "gpu0"], r"--device"),
+    ("rl-device-meta", "rlvr.py", BASE + ["--method", "cot", "--device", "meta"], r"--device meta: .*no data"),
     ("rl-steps-not-int", "rlvr.py", BASE + ["--method", "cot", "--steps", "ten"], r"invalid int"),
     ("rl-method-unknown", "rlvr.py", BASE + ["--method", "beam"], r"invalid choice"),
     ("rl-no-out", "rlvr.py", ["--method", "cot", "--base", "{base}"], r"--out"),
@@ -76,6 +77,11 @@ ROWS = [
     ("rl-fewer-steps", "rlvr.py", ["--task", "planning", "--base", "{base}", "--out", "{planning_run}", "--method",
                                    "cot", "--steps", "1", "--prompts-per-step", "1", "--group-size", "2"],
      r"already trained 2 steps"),
+    # the same run resumed from a base of another width used to end in load_state_dict's traceback
+    ("rl-resume-other-base-shape", "rlvr.py", ["--task", "planning", "--base", "{base32}", "--out", "{planning_run}",
+                                               "--method", "cot", "--steps", "2", "--prompts-per-step", "1",
+                                               "--group-size", "2"],
+     r"another shape .*'embed_tokens\.weight': shape \(\d+, 16\) there, shape \(\d+, 32\) in the model now"),
     # the math experiment: arguments checked before pre-training, not after
     ("math-results-is-file", "rlvr.py", ["--task", "math", "--results", "{file}", "--out", "{tmp}/m"], r"--results"),
     ("math-report-only-no-json", "rlvr.py", ["--task", "math", "--report-only", "--results", "{tmp}/empty", "--out",
@@ -132,6 +138,11 @@ ROWS = [
     ("sft-out-is-rl-checkpoint", "sft.py", ["--out", "{planning_run}/rl.pt", "--steps", "1"], None),
     ("sft-drill-frac", "sft.py", ["--out", "{tmp}/b.pt", "--drill-frac", "1.5"], r"drill-frac"),
     ("sft-n-embd-0", "sft.py", ["--out", "{tmp}/b.pt", "--n-embd", "0"], r"n-embd"),
+    # sizes and devices that used to end in an allocator's or a kernel's traceback
+    ("sft-n-embd-huge", "sft.py", ["--out", "{tmp}/b.pt", "--n-embd", "100000"],
+     r"260,009,400,000 parameters.* needs at least 4\.2 TB of memory, but .* is available on cpu; .*--n-embd"),
+    ("sft-device-meta", "sft.py", ["--out", "{tmp}/b.pt", "--device", "meta"], r"--device meta: .*no data"),
+    ("sft-device-unsupported", "sft.py", ["--out", "{tmp}/b.pt", "--device", "xla"], r"xla devices are not supported"),
     # decode.py
     ("decode-steps-0", "decode.py", ["--steps", "0"], r"steps"),
     ("decode-widths-huge", "decode.py", ["--widths", "1000,1000"], r"over 1024 nodes"),
@@ -156,6 +167,7 @@ ROWS = [
     # tree.py: any argument that was not a widths list used to crash (--help included)
     ("tree-widths-increasing", "tree.py", ["2,3"], r"non-increasing"),
     ("tree-widths-not-int", "tree.py", ["a,b"], r"comma-separated integers"),
+    ("tree-widths-huge", "tree.py", ["1000,1000"], r"1001001 slots, needs at least 1\.0 TB of memory"),
     ("bench-tokens-0", "bench.py", ["--tokens", "0", "--out", "{tmp}/bench.md"], r"tokens"),
     ("bench-out-directory", "bench.py", ["--out", "{tmp}"], r"is a directory"),
     ("bench-too-long", "bench.py", ["--tokens", "600", "--out", "{tmp}/bench.md"], r"context"),
@@ -201,10 +213,12 @@ def files(tmp_path_factory) -> dict[str, str]:
          "garbage": str(tmp / "garbage.pt"), "truncated": str(tmp / "truncated.pt"),
          "planning_run": str(tmp / "planning_run"), "math_run": str(tmp / "math_run"),
          "fake_model": str(tmp / "fake_model"), "latin1": str(tmp / "latin1.jsonl"), "gsm8k": str(tmp / "gsm8k.jsonl"),
-         "math_bad": str(tmp / "math_bad.jsonl"), "config_only": str(tmp / "config_only")}
-    cfg = ModelConfig.tiny(planning.tokenizer.vocab_size, n_layer=1, n_embd=16, max_seq_len=256)
-    train_sft(planning, cfg, SFTConfig(steps=1, batch_size=2, eval_every=1, eval_size=2), f["base"],
-              torch.device("cpu"), quiet=True)
+         "math_bad": str(tmp / "math_bad.jsonl"), "config_only": str(tmp / "config_only"),
+         "base32": str(tmp / "base32.pt")}
+    for path, width in ((f["base"], 16), (f["base32"], 32)):
+        cfg = ModelConfig.tiny(planning.tokenizer.vocab_size, n_layer=1, n_embd=width, max_seq_len=256)
+        train_sft(planning, cfg, SFTConfig(steps=1, batch_size=2, eval_every=1, eval_size=2), path,
+                  torch.device("cpu"), quiet=True)
     # a finished 2-step planning run with the settings of the `rl-fewer-steps` row (cot at the task's length)
     train_rl(load_sft_model(f["base"]), None, planning, CotConfig(max_new_tokens=planning.max_answer_len),
              RLConfig(steps=2, prompts_per_step=1, group_size=2), f["planning_run"], quiet=True)
@@ -433,3 +447,23 @@ def test_sft_says_pass_or_fail_per_health_check(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^  FAIL  tf_acc_rest = [\d.]+, want >= 0\.99: ", out, re.M), out
     assert re.search(r"^healthy: NO", out, re.M), out
+
+
+def test_sizes_refused_up_front_are_the_real_sizes():
+    """The bytes the size checks compare with the free memory are those the objects take: sft's
+    lower bound = weights + gradients + AdamW's two moments after a real step, and tree.py's =
+    the tensors of the TreeShape."""
+    from sft import make_optimizer, training_bytes
+    from tree import TreeShape, shape_bytes
+    cfg = ModelConfig.tiny(40, n_layer=2, n_embd=16, max_seq_len=64)
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    opt = make_optimizer(model, 1e-3, 0.1)
+    model(torch.tensor([[1, 2, 3]]))[0].sum().backward()
+    opt.step()
+    tensors = [t for p in model.parameters() for t in (p, p.grad, opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"])]
+    assert training_bytes(cfg) == sum(t.nelement() * t.element_size() for t in tensors)
+    for widths in [(1,), (4, 2), (3, 1, 1), (5, 3, 2), (2, 2, 2, 2)]:
+        shape = TreeShape.from_widths(widths)
+        real = [v for v in vars(shape).values() if isinstance(v, torch.Tensor)]
+        assert shape_bytes(widths) == sum(t.nelement() * t.element_size() for t in real), widths

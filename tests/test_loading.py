@@ -131,15 +131,111 @@ def test_an_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
     save_pt({"step": 1}, path)
 
     def dies(obj, f):
-        with open(f, "wb") as out:
-            out.write(b"half a fi")
+        f.write(b"half a fi")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", dies)
     with pytest.raises(KeyboardInterrupt):
         save_pt({"step": 2}, path)
     monkeypatch.undo()
-    assert load_pt(path, "rollouts") == {"step": 1}
+    assert load_pt(path, "rollouts") == {"step": 1} and not os.path.exists(path + ".tmp")
+
+
+def _unwritable(kind: str, path, monkeypatch) -> None:
+    """Make writing the file `path` fail as on a full disk (its temporary file is a link to
+    /dev/full, which answers every write with ENOSPC) or in a read-only folder (its write bit
+    cleared; root writes through that, so there the opening is refused as the OS would refuse it)."""
+    if kind == "full disk":
+        if not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full here")
+        os.symlink("/dev/full", str(path) + ".tmp")
+    elif os.geteuid() == 0:
+        import checkpoint
+
+        def refused(name, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", name)
+        monkeypatch.setattr(checkpoint, "open", refused, raising=False)
+    else:
+        path.parent.chmod(0o500)
+
+
+@pytest.mark.parametrize("kind", ["full disk", "read-only folder"])
+def test_a_failed_write_is_one_line_and_leaves_nothing_behind(kind, tmp_path, monkeypatch, capsys):
+    """torch.save's error on a full disk or a read-only folder used to escape cli.run as a traceback
+    and leave the temporary file: now save_pt removes it and keeps the old file, and sft.py ends
+    with one line and status 2."""
+    from cli import run
+    folder = tmp_path / "out"
+    folder.mkdir()
+    old, new = folder / "b.pt", folder / "c.pt"
+    save_pt({"step": 1}, str(old))
+    before = old.read_bytes()
+    _unwritable(kind, old, monkeypatch)
+    try:
+        with pytest.raises(OSError, match=f"^cannot write {old} \\(.*\\): .*; {old} was left as it was$"):
+            save_pt({"step": 2}, str(old))
+        assert os.listdir(folder) == ["b.pt"] and old.read_bytes() == before
+        if kind == "full disk":
+            _unwritable(kind, new, monkeypatch)
+        monkeypatch.setattr(sft, "check_out_file", lambda *a: None)  # its up-front check would refuse sooner
+        monkeypatch.setattr(sys, "argv", ["sft.py", "--steps", "1", "--batch-size", "2", "--eval-size", "2",
+                                          "--n-layer", "1", "--n-embd", "16", "--out", str(new)])
+        with pytest.raises(SystemExit) as e:
+            run(sft.main)
+        err = capsys.readouterr().err
+        line = err.strip().split("\n")[-1]  # the last: the lines before it are the progress bar's
+        assert e.value.code == 2 and "Traceback" not in err
+        assert line.startswith(f"sft.py: error: cannot write {new} (")
+        assert os.listdir(folder) == ["b.pt"]
+    finally:
+        folder.chmod(0o700)
+
+
+def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    """A read-only --out folder is refused up front, not at the first checkpoint (root may write
+    anywhere, so there the folder is reported unwritable by os.access)."""
+    from cli import check_out_file
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        monkeypatch.setattr(os, "access", lambda p, mode: os.path.abspath(p) != str(folder))
+    else:
+        folder.chmod(0o500)
+    try:
+        with pytest.raises(ValueError, match=f"--out {folder}/sub/b.pt: {folder} is not writable"):
+            check_out_file(str(folder / "sub" / "b.pt"), "--out")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_sft_stops_at_a_non_finite_loss_and_keeps_the_last_good_checkpoint(tmp_path):
+    """A learning rate far too high: step 1 moves the weights to ~1e30, step 2's loss is NaN. It
+    ends with one line naming what to lower, before the bad step's update, and the checkpoint on
+    disk is step 1's."""
+    task = get_task("planning")
+    path = str(tmp_path / "b.pt")
+    with pytest.raises(ValueError, match=r"^step 2: the loss is nan \(not finite\): lower --lr") as e:
+        train_sft(task, ModelConfig.tiny(task.tokenizer.vocab_size, n_layer=1, n_embd=16, max_seq_len=128),
+                  SFTConfig(steps=4, batch_size=2, eval_every=1, eval_size=2, lr=1e30, warmup=0), path,
+                  torch.device("cpu"), quiet=True)
+    assert "\n" not in str(e.value)
+    ckpt = load_pt(path, "SFT checkpoint")
+    assert ckpt["step"] == 1 and [h["step"] for h in ckpt["history"]] == [1]
+    assert sorted(os.listdir(tmp_path)) == ["b.pt"]
+
+
+def test_resume_refuses_a_base_of_another_shape(tmp_path):
+    """An RL run resumed from a --base of another width used to end in load_state_dict's traceback;
+    it is refused naming the first tensor whose shape differs, and rl.pt is left as it was."""
+    task, dec, cfg = TwoTokenTask(), CotConfig(max_new_tokens=3), RLConfig(steps=2, prompts_per_step=2, group_size=2)
+    train_rl(tiny_model(vocab=4, n_embd=16), None, task, dec, RLConfig(steps=1, prompts_per_step=2, group_size=2),
+             str(tmp_path), quiet=True)
+    before = (tmp_path / "rl.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"rl\.pt was trained from a model of another shape than the --base .*"
+                                         r"tensor 'embed_tokens\.weight': shape \(4, 16\) there, shape \(4, 32\) in "
+                                         r"the model now; give the one this run started from, or choose another --out"):
+        train_rl(tiny_model(vocab=4, n_embd=32), None, task, dec, cfg, str(tmp_path), quiet=True)
+    assert (tmp_path / "rl.pt").read_bytes() == before
 
 
 def bad_files(tmp_path) -> dict:

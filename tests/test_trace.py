@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
-from decode import CotConfig, LBRConfig, decode_cot, decode_lbr
+from decode import CotConfig, LBRConfig, SoftConfig, decode_cot, decode_lbr, decode_soft
 from helpers import random_router, tiny_model
 from trace_view import NodeView, StepView, render_html, render_text, steps_of
 
@@ -81,6 +81,29 @@ def test_cot_trace():
     assert "1.000" in text  # one candidate per step, π = 1
 
 
+def test_soft_trace():
+    """A soft rollout: each step shows its draws (K in the soft span, one after `discrete_after`)
+    with their recorded log p and mixing weights, draw 0 committed, nothing marked pruned."""
+    model = tiny_model(vocab=6)
+    cfg = SoftConfig(k=3, max_new_tokens=8, discrete_after=3)
+    traj = decode_soft(model, [[0, 1, 2], [4]], cfg, EOS, torch.Generator().manual_seed(0))
+    for row in range(2):
+        prompt, steps = steps_of(traj, row)
+        n = int(traj.length[row])
+        assert len(steps) == n and [s.committed_token for s in steps] == traj.completion[row, :n].tolist()
+        page = parse(render_html(prompt, steps, ITOS))
+        text = " ".join(page.text)
+        assert page.svgs == n and "A soft rollout" in text and "pruned (faded)" not in text
+        for t, s in enumerate(steps):
+            drawn = int(traj.active[row, t].sum())
+            assert [nv.token for nv in s.nodes] == traj.tokens[row, t, :drawn].tolist()
+            assert [nv.logq for nv in s.nodes] == pytest.approx(traj.logp[row, t, :drawn].tolist())
+            assert s.probs == pytest.approx(traj.weights[row, t, :drawn].tolist()) and s.choice == 0
+            assert all(f"{w:.3f}" in text for w in s.probs)
+        assert "a soft rollout" in render_text(prompt, steps, ITOS)
+    assert {len(s.nodes) for r in range(2) for s in steps_of(traj, r)[1]} == {1, 3}  # the span and after it
+
+
 def test_trace_of_saved_rl_rollouts(tmp_path):
     """An RL run saves its latest rollouts; `python decode.py --rollouts` draws one as HTML."""
     import sys
@@ -107,6 +130,24 @@ def test_trace_of_saved_rl_rollouts(tmp_path):
     for t in range(int(traj.length[4])):
         for p in traj.router_logp[4, t].exp().tolist():
             assert f"{p:.3f}" in text
+
+
+def test_trace_of_saved_soft_rollouts(tmp_path, monkeypatch, capsys):
+    """`python decode.py --rollouts` of a `rlvr.py --method soft` run used to fail on its record;
+    it draws the soft steps."""
+    import sys
+
+    import trace_view
+    from rlvr import RLConfig, train_rl
+    from test_ddp import TwoTokenTask
+    train_rl(tiny_model(vocab=4), None, TwoTokenTask(), SoftConfig(k=2, max_new_tokens=3),
+             RLConfig(steps=1, prompts_per_step=2, group_size=2), str(tmp_path), quiet=True)
+    out = tmp_path / "t.html"
+    monkeypatch.setattr(sys, "argv", ["decode.py", "--rollouts", str(tmp_path / "rollouts.pt"), "--row", "1",
+                                      "--trace", str(out)])
+    trace_view.main()
+    assert "a soft rollout" in capsys.readouterr().out
+    assert "A soft rollout" in " ".join(parse(out.read_text()).text)
 
 
 # ---------------------------------------------------------------------------------------------
