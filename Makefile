@@ -25,7 +25,7 @@ test: out/.deps-test
 # the planning experiment: pre-train (cached in out/), routing evidence, end-to-end RL
 # -> results/synthetic.md + plots (about 20 minutes on 2 cores; QUICK=1: about a minute)
 synthetic: out/.deps
-	$(PYTHON) synthetic.py $(if $(QUICK),--quick,)
+	$(PYTHON) -m experiments.synthetic $(if $(QUICK),--quick,)
 
 # the math experiment: pre-train on mod chain (cached in out/), rlvr / soft / lbr with equal budgets,
 # Pass@1 and Pass@32 -> results/math.md + plots (QUICK=1: toy size, about a minute)
@@ -35,15 +35,15 @@ math: out/.deps
 # the study of when LBR pays (tuning on validation, LBR ablations, 5-seed test table, bootstrap)
 # -> results/ablations.md + plots, and results/math.md with the chosen configurations (QUICK=1: about a minute)
 ablations: out/.deps
-	$(PYTHON) ablations.py $(if $(QUICK),--quick,)
+	$(PYTHON) -m experiments.ablations $(if $(QUICK),--quick,)
 
 # speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores)
 bench: out/.deps
-	$(PYTHON) bench.py
+	$(PYTHON) -m experiments.bench
 
 # the whole path on a CUDA GPU in under 5 minutes (parity, LBR decode + replay, RL steps, timing)
 gpu-check: out/.deps
-	$(PYTHON) gpu_check.py
+	$(PYTHON) -m experiments.gpu_check
 
 clean:
 	rm -rf out .pytest_cache __pycache__ tests/__pycache__

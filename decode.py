@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
-from cli import check_float, check_int, run
+from tools.cli import check_float, check_int, run
 from model import Transformer, autocast
 from router import Router, RouterInput
 from tree import SAMPLERS, LocalTree, TreeShape, check_sampler, parse_widths, sample_categorical
@@ -470,10 +470,7 @@ def greedy_completions(model: Transformer, prompts: list[list[int]], stop_ids: S
 
 
 if __name__ == "__main__":
-    # `python decode.py [--trace FILE]` is the documented command for the step-by-step trace, whose
-    # code lives with the viewer (trace_view.py): it reads checkpoints and tasks, which sit above
-    # decoding in the data flow. So decode.py does not import it; it runs that script as the program,
-    # which keeps the import graph free of a decode -> trace_view -> decode cycle.
-    import runpy
-    viewer = runpy.run_path(__file__.replace("decode.py", "trace_view.py"), run_name="trace_view")
-    run(viewer["main"])
+    # `python decode.py [--trace FILE]`: an LBR rollout step by step. The view's code reads checkpoints
+    # and tasks, which sit above decoding, so it lives in tools/trace_view.py and is imported only here.
+    from tools.trace_view import main
+    run(main)

@@ -1,8 +1,8 @@
 """
 Evaluation of a decoding method on a task's problems: unbiased Pass@k, majority vote (over the
 samples' answers, `answer_key`; the rule is `majority_vote`'s), and the forward tokens each
-committed token cost (docs/DESIGN.md §6.5); optionally every sample, for a reader to inspect. Both experiments (synthetic.py,
-math_experiment.py) and rlvr.py evaluate with `evaluate`; the rewards of RL rollouts come from the
+committed token cost (docs/DESIGN.md §6.5); optionally every sample, for a reader to inspect. Both experiments (experiments/synthetic.py,
+experiments/math.py) and rlvr.py evaluate with `evaluate`; the rewards of RL rollouts come from the
 same `rewards_of`, so training and evaluation read a completion the same way.
 
 Under torchrun every process decodes its share of the problems and all of them get the whole

@@ -273,7 +273,7 @@ def factors(model: Transformer, router: Router | None, traj: Trajectory) -> Fact
 
 
 def main() -> None:
-    from cli import ArgumentParser  # the command line's helper; the likelihood itself needs none
+    from tools.cli import ArgumentParser  # the command line's helper; the likelihood itself needs none
     ArgumentParser(description="Decode two LBR rollouts on a tiny random model (fixed seeds) and print, per "
                    "rollout, the log P(tau) recorded while decoding and the one replayed by tree_logprob: "
                    "they agree when the replay rebuilds what the decoder saw.").parse_args()
@@ -292,5 +292,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tools.cli import run
     run(main)

@@ -317,7 +317,7 @@ class Transformer(nn.Module):
 
 
 def main() -> None:
-    from cli import ArgumentParser  # the command line's helper; the model itself needs none
+    from tools.cli import ArgumentParser  # the command line's helper; the model itself needs none
     ArgumentParser(description="Print the tiny model's config, its parameter count, the shapes of one forward "
                    "and its next-token entropy at initialisation (fixed seeds).").parse_args()
     cfg = ModelConfig.tiny(vocab_size=64)
@@ -333,5 +333,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tools.cli import run
     run(main)

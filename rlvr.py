@@ -41,9 +41,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from chat import ChatTemplate
-from checkpoint import load_pretrained, load_pt, save_pt, stop_ids
-from cli import ArgumentParser, check_device, check_float, check_in_file, check_int, check_out_dir, run
+from pretrained.chat import ChatTemplate
+from pretrained.checkpoint import load_pretrained, load_pt, save_pt, stop_ids
+from tools.cli import ArgumentParser, check_device, check_float, check_in_file, check_int, check_out_dir, run
 from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, TreeTrajectory, generate, truncated
 from evaluate import dist_rank_world, evaluate, rewards_of
 from likelihood import Factors, factors
@@ -54,7 +54,7 @@ from sft import load_sft_model
 from tasks import get_task
 from tasks.common import Seeds, make_examples
 from tasks.word_problems import DEFAULT_INSTRUCTION, WordProblemTask, load_problems
-from tokenizer import BPETokenizer
+from pretrained.tokenizer import BPETokenizer
 
 
 class NonFiniteLoss(ValueError):
@@ -324,7 +324,7 @@ def resume(path: str, cfg: RLConfig, dec: DecodeConfig, model: Transformer, rout
     if ckpt["step"] > cfg.steps:  # fewer steps would return (and evaluate) the longer run's model
         raise ValueError(f"{path} has already trained {ckpt['step']} steps, more than steps={cfg.steps}: "
                          f"give --steps {ckpt['step']} (or more) or choose another --out")
-    from checkpoint import check_state_fits
+    from pretrained.checkpoint import check_state_fits
     check_state_fits(ckpt["model"], model, f"{path} was trained from a model of another shape than the --base "
                      "(or --model) given now", "give the one this run started from, or choose another --out")
     model.load_state_dict(ckpt["model"])
@@ -650,7 +650,7 @@ def main() -> None:
     g.add_argument("--eval-size", type=int, default=256, help="evaluation problems")
     g.add_argument("--eval-samples", type=int, default=8, help="samples per problem (n of Pass@k)")
     g.add_argument("--eval-only", action="store_true", help="evaluate --base (and the run's checkpoint, if any)")
-    import math_experiment
+    import experiments.math as math_experiment
     math_experiment.add_args(ap)
     args = ap.parse_args()
 
@@ -666,7 +666,7 @@ def main() -> None:
             raise ValueError("the math experiment runs its seeds in local processes; under torchrun give --method")
         if args.task != "math":
             raise ValueError("give --method cot|soft|lbr (the planning experiment is `make synthetic`)")
-        # the experiment's settings are its own (math_experiment.MathSizes, chosen by `make ablations`):
+        # the experiment's settings are its own (experiments.math.MathSizes, chosen by `make ablations`):
         # a flag of one run would be ignored, so it is refused
         run_flags = {a.dest: a.option_strings[0] for a in ap._actions if a.option_strings and a.dest not in
                      {"help", "task", "out", "quick", "seeds", "jobs", "results", "report_only"}}

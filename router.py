@@ -80,7 +80,7 @@ class Router(nn.Module):
 
 
 def main() -> None:
-    from cli import ArgumentParser  # the command line's helper; the router itself needs none
+    from tools.cli import ArgumentParser  # the command line's helper; the router itself needs none
     ArgumentParser(description="Print a router's parameter count for each feature set (root, d1, subtree) "
                    "at n_embd = 128, lookahead depth 4.").parse_args()
     for features in FEATURES:
@@ -89,5 +89,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tools.cli import run
     run(main)

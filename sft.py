@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from checkpoint import load_pt, save_pt
-from cli import ArgumentParser, check_device, check_fits, check_float, check_int, check_out_file, run
+from pretrained.checkpoint import load_pt, save_pt
+from tools.cli import ArgumentParser, check_device, check_fits, check_float, check_int, check_out_file, run
 from decode import greedy_completions
 from model import ModelConfig, Transformer, autocast, pick_device
 from tasks import get_task
@@ -154,7 +154,7 @@ def health_checks(health: dict[str, float]) -> list[HealthCheck]:
       (2) first_is_child >= 0.99: the first answer token is a child of s (it starts on some arm);
       (3) first_acc_j{j} <= 2 / n_arms for every target depth j >= 2 (chance is 1 / n_arms; far
           above it the model plans alone and the task is too easy; j = 1 is a one-edge lookup).
-    The one definition of "healthy": sft.py prints it, synthetic.py's report marks each seed with it.
+    The one definition of "healthy": sft.py prints it, experiments/synthetic.py's report marks each seed with it.
     A task whose health has none of these numbers (math: greedy accuracy per number of operations,
     which describes how much room RL has rather than gating it) gets an empty list."""
     checks = [HealthCheck(key, health[key], ">= 0.99", health[key] >= 0.99, why)

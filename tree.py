@@ -333,7 +333,7 @@ def subtree_members(children: Tensor, birth_step: Tensor, cand: Tensor, step: Te
 
 
 def main() -> None:
-    from cli import ArgumentParser, check_fits  # the command line's helpers; the tree itself needs none
+    from tools.cli import ArgumentParser, check_fits  # the command line's helpers; the tree itself needs none
     ap = ArgumentParser(description="Print the slot layout and the shift map of a local tree shape "
                         "(slot, depth, parent, sibling index; shift[i, j] = the old slot that new slot j "
                         "holds after committing candidate i, -1 = empty).")
@@ -346,5 +346,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tools.cli import run
     run(main)

@@ -1,4 +1,5 @@
-"""Tasks: one file per task (generator, prompt format, verifier, health checks); see tasks/common.py."""
+"""Tasks: one file per task (generator, prompt format, verifier, health checks), what they share
+(tasks/common.py), and the math-answer checker their rewards use (tasks/answers.py)."""
 
 from __future__ import annotations
 

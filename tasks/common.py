@@ -1,6 +1,8 @@
 """
-What every task shares: the `Example` record, the teacher-forcing batch builder, and `Seeds`, how
-every random stream of a run (examples, sampling generators) derives from the run's one seed.
+What every task shares: the `Example` record, the teacher-forcing batch builder, `Seeds` (how
+every random stream of a run, examples and sampling generators, derives from the run's one seed),
+and `WordTokenizer`, the fixed word vocabulary of the synthetic tasks (every node label, operator
+and special symbol is one token; built from the task's word list, so the ids are deterministic).
 
 A task (tasks/planning.py, tasks/math.py) is a class with:
     name, tokenizer, max_answer_len
@@ -45,7 +47,7 @@ class Seeds:
                                                               sft.py's health checks and rlvr.py
         experiment_eval_examples    20_000 + seed             the experiments' evaluation problems: others
                                                               than those their base model's health used
-        validation_examples         30_000 + seed             the problems every choice of ablations.py is
+        validation_examples         30_000 + seed             the problems every choice of experiments/ablations.py is
                                                               made on (learning rates, widths, ...), never
                                                               the test problems (experiment_eval_examples)
         eval_sampling(rank)         seed + 7919 * rank        the evaluation sampler of process `rank`
@@ -115,3 +117,31 @@ def teacher_forced_logits(model, examples: list[Example]) -> tuple[Tensor, Tenso
     targets = seq.gather(1, (idx + 1).clamp(max=seq.shape[1] - 1))
     mask = torch.arange(A, device=device) < torch.tensor([len(e.answer) for e in examples], device=device)[:, None]
     return logp, torch.where(mask, targets, 0), mask
+
+
+class WordTokenizer:
+    """Whitespace-separated words <-> ids, over a fixed list of words."""
+
+    def __init__(self, words: list[str], eos: str = "<eos>"):
+        if len(set(words)) != len(words):
+            raise ValueError("the vocabulary has duplicate words")
+        if eos not in words:
+            raise ValueError(f"the vocabulary must contain the end-of-sequence word {eos!r}")
+        if any(w == "" or any(c.isspace() for c in w) for w in words):
+            raise ValueError("vocabulary words must be non-empty and contain no whitespace")
+        self.itos = list(words)
+        self.stoi = {w: i for i, w in enumerate(words)}
+        self.eos_id = self.stoi[eos]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[w] for w in text.split()]
+        except KeyError as e:
+            raise ValueError(f"word {e.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(self.itos[i] for i in ids)

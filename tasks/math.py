@@ -31,8 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tasks.common import Example, teacher_forced_logits
-from tokenizer import WordTokenizer
+from tasks.common import Example, WordTokenizer, teacher_forced_logits
 
 VAR_NAMES = "abcdefghijklmnopqrstuvwxyz"
 
@@ -220,7 +219,7 @@ class MathTask:
 
 
 def main() -> None:
-    from cli import ArgumentParser  # the command line's helper; the task itself needs none
+    from tools.cli import ArgumentParser  # the command line's helper; the task itself needs none
     ArgumentParser(prog="python -m tasks.math",
                    description="Print a few examples of the mod-chain math task (one per split: train, rl, "
                    "eval): prompt -> answer, in the task's words.").parse_args()
@@ -232,5 +231,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tools.cli import run
     run(main)

@@ -36,8 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tasks.common import Example, teacher_forced_logits
-from tokenizer import WordTokenizer
+from tasks.common import Example, WordTokenizer, teacher_forced_logits
 
 
 @dataclass
@@ -169,7 +168,7 @@ class PlanningTask:
 
 
 def main() -> None:
-    from cli import ArgumentParser  # the command line's helper; the task itself needs none
+    from tools.cli import ArgumentParser  # the command line's helper; the task itself needs none
     ArgumentParser(prog="python -m tasks.planning",
                    description="Print a few examples of the planning task (a training and an evaluation "
                    "example, and one with a hub): prompt -> answer, in the task's words.").parse_args()
@@ -184,5 +183,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tools.cli import run
     run(main)

@@ -37,9 +37,9 @@ import re
 import sys
 from dataclasses import dataclass
 
-from answers import last_boxed, equivalent, extract_answer, normalize
-from chat import ChatTemplate, conversation
-from cli import ArgumentParser, check_in_file, run
+from tasks.answers import last_boxed, equivalent, extract_answer, normalize
+from pretrained.chat import ChatTemplate, conversation
+from tools.cli import ArgumentParser, check_in_file, run
 from tasks.common import Example
 
 DEFAULT_INSTRUCTION = r"Please reason step by step, and put your final answer within \boxed{}."

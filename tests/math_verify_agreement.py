@@ -13,7 +13,7 @@ checkers is settled by the label.
 
 tests/data/false_positives.jsonl holds pairs that are *not* equal and that some answer checker
 called equal (the public bug report or probe each comes from is named): rows {gold, pred, source,
-note, convention?}. A row with `convention` is one answers.py calls equal by a rule its docstring
+note, convention?}. A row with `convention` is one tasks/answers.py calls equal by a rule its docstring
 states (units are dropped, a percentage equals its value, ...); it is listed, not counted.
 """
 
@@ -26,7 +26,7 @@ from collections import Counter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from answers import equivalent  # noqa: E402
+from tasks.answers import equivalent  # noqa: E402
 
 PAIRS = os.path.join(HERE, "data", "answer_pairs.jsonl")
 FALSE_POSITIVES = os.path.join(HERE, "data", "false_positives.jsonl")
@@ -80,12 +80,12 @@ def report(rows: list[dict], ours: list[bool], theirs: list[bool], false_positiv
         f"- ours right (= the label): {ours_right}/{n} = {ours_right / n:.1%}",
         f"- math-verify right: {theirs_right}/{n} = {theirs_right / n:.1%}",
         "",
-        "How to read this: the pairs and `answers.py` were written together (each pair `answers.py` first got",
+        "How to read this: the pairs and `tasks/answers.py` were written together (each pair `tasks/answers.py` first got",
         "wrong was kept and the checker fixed, or the pair is listed below as a known limitation), and then",
         "probed for weaknesses against math-verify, so 'ours right' is high by construction; the agreement with",
         "math-verify, an independent checker, is the number the test guards (a floor in tests/test_answers.py).",
         "Most disagreements are spellings math-verify does not normalise (Unicode, `\\overline`, `\\,` as a",
-        "thousands separator, words after a number) or conventions `answers.py` documents (a percent sign is",
+        "thousands separator, words after a number) or conventions `tasks/answers.py` documents (a percent sign is",
         "also a unit; `x = 3, y = 4` is the pair of values in alphabetical order of the names).",
         "",
         "| kind | pairs | ours right | math-verify right | agree |",
@@ -128,8 +128,8 @@ def _false_positive_section(rows: list[dict], ours: list[bool], theirs: list[boo
     lines += [f"| {_cell(rows[i]['gold'])} | {_cell(rows[i]['pred'])} | {ours[i]} | {theirs[i]} | {rows[i]['source']} | "
               f"{rows[i]['note']} |" for i in counted]
     if conventions:
-        lines += ["", f"### Equal by a documented convention of answers.py ({len(conventions)}, not counted)", "",
-                  "Pairs that differ as written answers but that `answers.py` calls equal by a rule of its docstring:",
+        lines += ["", f"### Equal by a documented convention of tasks/answers.py ({len(conventions)}, not counted)", "",
+                  "Pairs that differ as written answers but that `tasks/answers.py` calls equal by a rule of its docstring:",
                   "known leniencies, not bugs.", "",
                   "| gold | pred | ours | math-verify | the convention | why they differ |", "|---|---|---|---|---|---|"]
         lines += [f"| {_cell(rows[i]['gold'])} | {_cell(rows[i]['pred'])} | {ours[i]} | {theirs[i]} | "

@@ -1,4 +1,4 @@
-r"""answers.py: extraction, normalisation and equivalence of math answers (issue 13, items 1-2; issue 18).
+r"""tasks/answers.py: extraction, normalisation and equivalence of math answers (issue 13, items 1-2; issue 18).
 
     OMP_NUM_THREADS=1 python -m pytest tests/test_answers.py
 """
@@ -13,8 +13,8 @@ from fractions import Fraction
 
 import pytest
 
-import answers
-from answers import equivalent, extract_answer, normalize
+from tasks import answers
+from tasks.answers import equivalent, extract_answer, normalize
 from math_verify_agreement import FALSE_POSITIVES, load_pairs, report, verdicts
 
 # ------------------------------------------------------------------------------------ extraction
@@ -274,8 +274,8 @@ def test_extraction_is_linear_in_the_text(unit):
 
 def test_no_false_positives():
     """Pairs that are not equal and that some grader called equal (tests/data/false_positives.jsonl, from
-    public bug reports of math graders and probes): answers.py calls none of them equal, in either order.
-    Rows marked as a documented convention of answers.py (units dropped, ...) are listed, not counted."""
+    public bug reports of math graders and probes): tasks/answers.py calls none of them equal, in either order.
+    Rows marked as a documented convention of tasks/answers.py (units dropped, ...) are listed, not counted."""
     rows = [r for r in load_pairs(FALSE_POSITIVES) if not r.get("convention")]
     assert len(rows) >= 30
     wrong = [(r["gold"], r["pred"]) for r in rows if equivalent(r["gold"], r["pred"]) or equivalent(r["pred"], r["gold"])]
@@ -284,7 +284,7 @@ def test_no_false_positives():
 
 # ---------------------------------------------------------------------------------------- corpus
 
-KNOWN_LIMITATIONS = {  # (gold, pred) the corpus labels right and answers.py gets wrong, with the reason in the note
+KNOWN_LIMITATIONS = {  # (gold, pred) the corpus labels right and tasks/answers.py gets wrong, with the reason in the note
     (r"\frac{\sqrt{3}}{2}", r"\sin 60^\circ"),  # ^\circ is dropped as a unit everywhere
     ("10", r"\text{ten}"),  # number words are not read
 }
@@ -300,7 +300,7 @@ def test_corpus_is_balanced_and_varied():
 def test_corpus_labels():
     rows = load_pairs()
     wrong = {(r["gold"], r["pred"]) for r in rows if equivalent(r["gold"], r["pred"]) != r["equivalent"]}
-    assert wrong <= KNOWN_LIMITATIONS, f"answers.py disagrees with the hand label on {sorted(wrong - KNOWN_LIMITATIONS)}"
+    assert wrong <= KNOWN_LIMITATIONS, f"tasks/answers.py disagrees with the hand label on {sorted(wrong - KNOWN_LIMITATIONS)}"
 
 
 def test_agreement_with_math_verify():
@@ -318,20 +318,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_cli():
-    run = subprocess.run([sys.executable, "answers.py", "The answer is $9{,}500.", "--gold", "9500"],
+    run = subprocess.run([sys.executable, "-m", "tasks.answers", "The answer is $9{,}500.", "--gold", "9500"],
                          capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0 and "normalised: '9500'" in run.stdout and "True" in run.stdout
 
 
 def test_numbers_never_import_sympy():
     """The training process decides numbers itself; only the worker process imports sympy."""
-    code = "import sys, answers; assert answers.equivalent('9{,}500', '9500.0'); print('sympy' in sys.modules)"
+    code = "import sys; from tasks import answers; assert answers.equivalent('9{,}500', '9500.0'); print('sympy' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0 and run.stdout.strip() == "False"
 
 
 def test_cli_bad_input_is_one_line():
-    run = subprocess.run([sys.executable, "answers.py", "5", "--gold", ""], capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run([sys.executable, "-m", "tasks.answers", "5", "--gold", ""], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
 
 

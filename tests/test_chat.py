@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from chat import ChatTemplate, chatml, conversation
-from tokenizer import BPETokenizer
+from pretrained.chat import ChatTemplate, chatml, conversation
+from pretrained.tokenizer import BPETokenizer
 
 # Templates written for these tests in the style of the real ones (same constructs: namespace,
 # reversed loops, string methods, trim_blocks / lstrip_blocks whitespace, raise_exception,
@@ -215,18 +215,18 @@ def test_errors_are_one_clear_value_error(tmp_path):
 
 
 def test_command_line(tmp_path):
-    """`python chat.py DIR QUESTION --system ... --set enable_thinking=false` prints the rendered
+    """`python -m pretrained.chat DIR QUESTION --system ... --set enable_thinking=false` prints the rendered
     prompt; a bad directory is one line on stderr and exit status 2."""
     import os
     import subprocess
     import sys
     _, directory = _checkpoint_tokenizer(tmp_path, QWEN3_STYLE)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = subprocess.run([sys.executable, "chat.py", str(directory), "What is 7 * 8?", "--system", "Be brief.",
+    run = subprocess.run([sys.executable, "-m", "pretrained.chat", str(directory), "What is 7 * 8?", "--system", "Be brief.",
                           "--set", "enable_thinking=false"], cwd=root, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     want = ChatTemplate.from_dir(str(directory)).render(conversation("What is 7 * 8?", "Be brief."), enable_thinking=False)
     assert run.stdout == want
-    bad = subprocess.run([sys.executable, "chat.py", str(tmp_path / "missing"), "q"], cwd=root, capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "pretrained.chat", str(tmp_path / "missing"), "q"], cwd=root, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such checkpoint directory" in bad.stderr

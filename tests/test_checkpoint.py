@@ -11,7 +11,7 @@ import struct
 import pytest
 import torch
 
-from checkpoint import config_from_hf, load_pretrained, read_safetensors, stop_ids, write_safetensors
+from pretrained.checkpoint import config_from_hf, load_pretrained, read_safetensors, stop_ids, write_safetensors
 
 
 def sample_tensors() -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -88,14 +89,14 @@ ROWS = [
                                              "{tmp}/m"],
      r"no such file"),
     ("math-jobs-negative", "rlvr.py", ["--task", "math", "--jobs", "-1", "--out", "{tmp}/m"], r"--jobs"),
-    ("math-exp-out-is-file", "math_experiment.py", ["--out", "{file}", "--results", "{tmp}/r"], r"--out"),
-    ("ablations-out-is-file", "ablations.py", ["--out", "{file}", "--results", "{tmp}/r"], r"--out"),
-    ("ablations-planning-out-is-file", "ablations.py", ["--planning-out", "{file}", "--out", "{tmp}/m", "--results",
+    ("math-exp-out-is-file", "-m experiments.math", ["--out", "{file}", "--results", "{tmp}/r"], r"--out"),
+    ("ablations-out-is-file", "-m experiments.ablations", ["--out", "{file}", "--results", "{tmp}/r"], r"--out"),
+    ("ablations-planning-out-is-file", "-m experiments.ablations", ["--planning-out", "{file}", "--out", "{tmp}/m", "--results",
                                                         "{tmp}/r"], r"--planning-out"),
-    ("ablations-report-only-no-json", "ablations.py", ["--report-only", "--results", "{tmp}/empty", "--out",
+    ("ablations-report-only-no-json", "-m experiments.ablations", ["--report-only", "--results", "{tmp}/empty", "--out",
                                                        "{tmp}/m"], r"no such file"),
-    ("synthetic-results-is-file", "synthetic.py", ["--results", "{file}", "--out", "{tmp}/p"], r"--results"),
-    ("synthetic-jobs-negative", "synthetic.py", ["--jobs", "-2", "--out", "{tmp}/p", "--results", "{tmp}/r"],
+    ("synthetic-results-is-file", "-m experiments.synthetic", ["--results", "{file}", "--out", "{tmp}/p"], r"--results"),
+    ("synthetic-jobs-negative", "-m experiments.synthetic", ["--jobs", "-2", "--out", "{tmp}/p", "--results", "{tmp}/r"],
      r"--jobs"),
     # files that cannot be loaded
     ("rl-base-missing", "rlvr.py", ["--method", "cot", "--base", "{tmp}/nothing.pt", "--out", "{tmp}/run"], None),
@@ -156,22 +157,22 @@ ROWS = [
     ("decode-base-without-task", "decode.py", ["--base", "{base}"], r"--task"),
     ("decode-planning-base-math-task", "decode.py", ["--task", "math", "--base", "{base}"], None),
     ("decode-trace-directory", "decode.py", ["--trace", "{tmp}"], r"is a directory"),
-    # checkpoint.py, bench.py, gpu_check.py
-    ("checkpoint-no-config", "checkpoint.py", ["{tmp}/empty"], r"config\.json"),
-    ("checkpoint-missing-dir", "checkpoint.py", ["{tmp}/nothing"], r"no such directory"),
-    ("checkpoint-bad-ids", "checkpoint.py", ["{fake_model}", "--ids", "a,b"], r"--ids"),
-    ("checkpoint-prompt-and-ids", "checkpoint.py", ["{fake_model}", "--prompt", "hi", "--ids", "1"],
+    # pretrained/checkpoint.py, experiments/bench.py, experiments/gpu_check.py
+    ("checkpoint-no-config", "-m pretrained.checkpoint", ["{tmp}/empty"], r"config\.json"),
+    ("checkpoint-missing-dir", "-m pretrained.checkpoint", ["{tmp}/nothing"], r"no such directory"),
+    ("checkpoint-bad-ids", "-m pretrained.checkpoint", ["{fake_model}", "--ids", "a,b"], r"--ids"),
+    ("checkpoint-prompt-and-ids", "-m pretrained.checkpoint", ["{fake_model}", "--prompt", "hi", "--ids", "1"],
      r"not allowed with"),
-    ("checkpoint-prompt-without-tokenizer", "checkpoint.py", ["{config_only}", "--prompt", "hi"],
+    ("checkpoint-prompt-without-tokenizer", "-m pretrained.checkpoint", ["{config_only}", "--prompt", "hi"],
      r"--prompt needs .*tokenizer\.json"),
     # tree.py: any argument that was not a widths list used to crash (--help included)
     ("tree-widths-increasing", "tree.py", ["2,3"], r"non-increasing"),
     ("tree-widths-not-int", "tree.py", ["a,b"], r"comma-separated integers"),
     ("tree-widths-huge", "tree.py", ["1000,1000"], r"1001001 slots, needs at least 1\.0 TB of memory"),
-    ("bench-tokens-0", "bench.py", ["--tokens", "0", "--out", "{tmp}/bench.md"], r"tokens"),
-    ("bench-out-directory", "bench.py", ["--out", "{tmp}"], r"is a directory"),
-    ("bench-too-long", "bench.py", ["--tokens", "600", "--out", "{tmp}/bench.md"], r"context"),
-    ("gpu-check-device", "gpu_check.py", ["--device", "tpu9"], r"--device"),
+    ("bench-tokens-0", "-m experiments.bench", ["--tokens", "0", "--out", "{tmp}/bench.md"], r"tokens"),
+    ("bench-out-directory", "-m experiments.bench", ["--out", "{tmp}"], r"is a directory"),
+    ("bench-too-long", "-m experiments.bench", ["--tokens", "600", "--out", "{tmp}/bench.md"], r"context"),
+    ("gpu-check-device", "-m experiments.gpu_check", ["--device", "tpu9"], r"--device"),
 ]
 
 
@@ -332,7 +333,8 @@ def test_bad_input_gives_one_line_and_status_2(row, outcomes):
     assert "Traceback" not in res.stderr + res.stdout, shown
     assert res.returncode == 2, shown
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), shown
+    prog = script.split(".")[-1] + ".py" if script.startswith("-m ") else script  # argparse's prog: the file's name
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), shown
     if match:
         assert re.search(match, lines[0]), shown
 
@@ -353,7 +355,7 @@ def test_zygote_equals_interpreter(name, files, outcomes):
 
 
 # ---------------------------------------------------------------------------------------------
-# --help of every runnable file, and what `checkpoint.py DIR` prints
+# --help of every runnable file, and what `pretrained/checkpoint.py DIR` prints
 
 
 @pytest.fixture(scope="module")
@@ -381,11 +383,11 @@ def test_help_zygote_equals_interpreter(script, helps):
 
 
 def test_checkpoint_prints_text_with_its_tokenizer(tmp_path, monkeypatch, capsys):
-    """`checkpoint.py DIR --prompt TEXT` on a tiny Qwen2 saved by transformers with a tokenizer.json
+    """`pretrained/checkpoint.py DIR --prompt TEXT` on a tiny Qwen2 saved by transformers with a tokenizer.json
     trained by `tokenizers`: the printed text is the decoding of the printed ids (by the reference),
     and the prompt's text is the prompt given."""
     transformers = pytest.importorskip("transformers")
-    from checkpoint import main as checkpoint_main
+    from pretrained.checkpoint import main as checkpoint_main
     from test_tokenizer import _train
     ref, tok_path = _train(tmp_path, "qwen2")
     model_dir = tmp_path / "model"
@@ -395,7 +397,7 @@ def test_checkpoint_prints_text_with_its_tokenizer(tmp_path, monkeypatch, capsys
     torch.manual_seed(0)
     transformers.Qwen2ForCausalLM(cfg).save_pretrained(str(model_dir))
     (model_dir / "tokenizer.json").write_text(tok_path.read_text())
-    monkeypatch.setattr(sys, "argv", ["checkpoint.py", str(model_dir), "--prompt", "The quick fox", "--tokens", "5"])
+    monkeypatch.setattr(sys, "argv", ["-m pretrained.checkpoint", str(model_dir), "--prompt", "The quick fox", "--tokens", "5"])
     checkpoint_main()
     out = capsys.readouterr().out
     ids = re.search(r"^greedy: (\[.*?\]) -> (\[.*?\])$", out, re.M)
@@ -407,20 +409,21 @@ def test_checkpoint_prints_text_with_its_tokenizer(tmp_path, monkeypatch, capsys
     assert ast.literal_eval(text.group(2)) == ref.decode(continuation, skip_special_tokens=False)
 
 
-@pytest.mark.parametrize("module,stem", [("synthetic", "synthetic"), ("math_experiment", "math"), ("ablations", "ablations")])
+@pytest.mark.parametrize("module,stem", [("experiments.synthetic", "synthetic"), ("experiments.math", "math"),
+                                         ("experiments.ablations", "ablations")])
 def test_report_only_rewrites_the_committed_report_and_quick_mode_says_what_it_checks(module, stem, tmp_path,
                                                                                       monkeypatch, capsys):
     """`--report-only` turns results/STEM.json back into results/STEM.md byte for byte (the report
     format of the full runs is fixed); with --quick the same numbers come with the note, under the
     title of the file and at the end of the console, that quick mode checks the pipeline only."""
-    mod = __import__(module)
+    mod = importlib.import_module(module)
     with open(os.path.join(ROOT, "results", f"{stem}.json"), encoding="utf-8") as f:
         saved = json.load(f)
     shutil.copy(os.path.join(ROOT, "results", f"{stem}.json"), tmp_path / f"{stem}.json")
     with open(tmp_path / f"{stem}_quick.json", "w", encoding="utf-8") as f:  # the same numbers, as if made with --quick
         json.dump(saved | ({"quick": True} if "quick" in saved else {}), f)
     for quick in (False, True):
-        monkeypatch.setattr(sys, "argv", [f"{module}.py", "--report-only", "--results", str(tmp_path),
+        monkeypatch.setattr(sys, "argv", [mod.__file__, "--report-only", "--results", str(tmp_path),
                                           "--out", str(tmp_path / "out")] + ["--quick"] * quick)
         mod.main()
     with open(os.path.join(ROOT, "results", f"{stem}.md"), encoding="utf-8") as f:

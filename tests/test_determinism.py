@@ -13,11 +13,11 @@ import sys
 import pytest
 import torch
 
-import math_experiment
+from experiments import math as math_experiment
 import rlvr
-import synthetic
-from checkpoint import load_pt
-from experiment import run_seeds
+from experiments import synthetic
+from pretrained.checkpoint import load_pt
+from experiments.common import run_seeds
 from model import ModelConfig
 from rlvr import RLConfig, new_router
 from router import RouterConfig

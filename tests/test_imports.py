@@ -1,7 +1,7 @@
-"""The import graph of the repository is a one-way DAG in data-flow order (docs: README, brief):
+"""The import graph of the repository is a one-way DAG, and the layout shows its order:
 
-    utilities -> model / tree / router -> decode -> likelihood -> tasks -> sft -> evaluate -> rlvr
-              -> experiments -> views and scripts
+    tools.cli, tasks.common (leaves) -> the algorithm at the top level (model, tree, router, decode,
+    likelihood, soft) -> pretrained/ -> tasks/ -> sft, evaluate, rlvr -> experiments/ -> tools/
 
 A module imports, at its top, only modules of its own layer or below, and never in a cycle. Two
 documented entry points import upward inside a function or the `__main__` block, and nothing else
@@ -20,28 +20,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = [  # lowest first; a module may import its own layer and those before it
-    ("utilities", {"cli", "chat", "tokenizer", "answers"}),
-    ("model / tree / router", {"model", "tree", "router", "checkpoint"}),
-    ("decode", {"decode"}),
-    ("likelihood", {"likelihood"}),
-    ("tasks", {"tasks", "tasks.*"}),
-    ("sft", {"sft"}),
-    ("evaluate", {"evaluate"}),
-    ("rlvr", {"rlvr"}),
-    ("experiments", {"experiment", "synthetic", "math_experiment", "ablations"}),
-    ("views and scripts", {"trace_view", "bench", "gpu_check", "lecture"}),
+    ("leaves", {"tools", "tools.cli", "tasks.common"}),
+    ("the algorithm", {"model", "tree", "router", "decode", "likelihood", "soft"}),
+    ("pretrained/", {"pretrained", "pretrained.*"}),
+    ("tasks/", {"tasks", "tasks.*"}),
+    ("training and evaluation", {"sft", "evaluate", "rlvr"}),
+    ("experiments/", {"experiments", "experiments.*"}),
+    ("tools/", {"tools.*"}),
 ]
 
 # the only imports that point upward: (importer, imported) -> where they may sit and why
 ENTRY_POINTS = {
-    ("rlvr", "math_experiment"): ("function", "`python rlvr.py --task math` is the documented math experiment"),
+    ("rlvr", "experiments.math"): ("function", "`python rlvr.py --task math` is the documented math experiment"),
+    ("decode", "tools.trace_view"): ("__main__", "`python decode.py` is the documented step-by-step trace"),
 }
 
 
+PACKAGES = ("tasks", "pretrained", "experiments", "tools")
+
+
 def repo_modules() -> dict[str, Path]:
-    """Module name -> file, for every .py file of the repository outside tests/ (tasks/ is a package)."""
+    """Module name -> file, for every .py file of the repository outside tests/ (each folder is a package)."""
     out = {}
-    for path in sorted(ROOT.glob("*.py")) + sorted(ROOT.glob("tasks/*.py")):
+    for path in sorted(ROOT.glob("*.py")) + sorted(p for d in PACKAGES for p in ROOT.glob(f"{d}/*.py")):
         name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         out[name] = path
     return out

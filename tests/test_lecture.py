@@ -1,9 +1,9 @@
 """LECTURE.md is right: every command output, every number its prose quotes and every exercise
-answer is recomputed from the code by lecture.py; and lecture.py itself catches each kind of drift."""
+answer is recomputed from the code by tools/lecture.py; and tools/lecture.py itself catches each kind of drift."""
 
 from pathlib import Path
 
-import lecture
+from tools import lecture
 
 ROOT = Path(__file__).resolve().parent.parent
 

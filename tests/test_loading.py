@@ -15,8 +15,8 @@ import torch
 
 import rlvr
 import sft
-import trace_view
-from checkpoint import load_pt, save_pt
+from tools import trace_view
+from pretrained.checkpoint import load_pt, save_pt
 from decode import CotConfig, LBRConfig, TreeTrajectory, generate
 from helpers import tiny_model
 from model import ModelConfig
@@ -150,7 +150,7 @@ def _unwritable(kind: str, path, monkeypatch) -> None:
             pytest.skip("no /dev/full here")
         os.symlink("/dev/full", str(path) + ".tmp")
     elif os.geteuid() == 0:
-        import checkpoint
+        from pretrained import checkpoint
 
         def refused(name, *args, **kwargs):
             raise PermissionError(13, "Permission denied", name)
@@ -164,7 +164,7 @@ def test_a_failed_write_is_one_line_and_leaves_nothing_behind(kind, tmp_path, mo
     """torch.save's error on a full disk or a read-only folder used to escape cli.run as a traceback
     and leave the temporary file: now save_pt removes it and keeps the old file, and sft.py ends
     with one line and status 2."""
-    from cli import run
+    from tools.cli import run
     folder = tmp_path / "out"
     folder.mkdir()
     old, new = folder / "b.pt", folder / "c.pt"
@@ -194,7 +194,7 @@ def test_a_failed_write_is_one_line_and_leaves_nothing_behind(kind, tmp_path, mo
 def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path, monkeypatch):
     """A read-only --out folder is refused up front, not at the first checkpoint (root may write
     anywhere, so there the folder is reported unwritable by os.access)."""
-    from cli import check_out_file
+    from tools.cli import check_out_file
     folder = tmp_path / "ro"
     folder.mkdir()
     if os.geteuid() == 0:

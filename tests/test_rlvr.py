@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import evaluate as evaluate_module
-from checkpoint import load_pt
+from pretrained.checkpoint import load_pt
 from decode import CotConfig, LBRConfig, SequenceTrajectory, SoftConfig, truncated
 from evaluate import evaluate, pass_at_k, rewards_of
 from helpers import assert_close_to_scale, tiny_model

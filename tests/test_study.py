@@ -1,4 +1,4 @@
-"""The study's instruments (ablations.py, rlvr.py's diagnostics): the factor normalisation, the
+"""The study's instruments (experiments/ablations.py, rlvr.py's diagnostics): the factor normalisation, the
 entropy bonus, the gradient norms, the paired bootstrap, the validation problems and run names."""
 
 import copy
@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-import ablations
+from experiments import ablations
 from decode import CotConfig, LBRConfig, SoftConfig, decode_lbr
 from evaluate import pass_at_k
 from helpers import assert_close_to_scale, random_router, tiny_model
 from likelihood import tree_logprob
-from math_experiment import RunSpec
+from experiments.math import RunSpec
 from rlvr import RLConfig, collect_rollouts, factors_per_token, router_entropy, trainable_groups, update
 from tasks import get_task
 from tasks.common import Seeds, make_examples

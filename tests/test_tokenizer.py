@@ -10,7 +10,8 @@ import random
 
 import pytest
 
-from tokenizer import BPETokenizer, WordTokenizer, byte_to_unicode, translate_regex
+from pretrained.tokenizer import BPETokenizer, byte_to_unicode, translate_regex
+from tasks.common import WordTokenizer
 
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
                r"|\s+(?!\S)|\s+")

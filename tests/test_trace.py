@@ -13,7 +13,7 @@ import torch
 
 from decode import CotConfig, LBRConfig, SoftConfig, decode_cot, decode_lbr, decode_soft
 from helpers import random_router, tiny_model
-from trace_view import NodeView, StepView, render_html, render_text, steps_of
+from tools.trace_view import NodeView, StepView, render_html, render_text, steps_of
 
 EOS = 5
 ITOS = "abcde<".__getitem__
@@ -109,7 +109,7 @@ def test_trace_of_saved_rl_rollouts(tmp_path):
     import sys
     from pathlib import Path
 
-    from checkpoint import load_pt
+    from pretrained.checkpoint import load_pt
     from decode import TreeTrajectory
     from rlvr import RLConfig, train_rl
     from router import Router, RouterConfig
@@ -137,7 +137,7 @@ def test_trace_of_saved_soft_rollouts(tmp_path, monkeypatch, capsys):
     it draws the soft steps."""
     import sys
 
-    import trace_view
+    from tools import trace_view
     from rlvr import RLConfig, train_rl
     from test_ddp import TwoTokenTask
     train_rl(tiny_model(vocab=4), None, TwoTokenTask(), SoftConfig(k=2, max_new_tokens=3),

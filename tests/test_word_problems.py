@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import evaluate
-from answers import equivalent, extract_answer, normalize
-from chat import ChatTemplate, conversation
+from tasks.answers import equivalent, extract_answer, normalize
+from pretrained.chat import ChatTemplate, conversation
 from tasks.word_problems import DEFAULT_INSTRUCTION, Problem, WordProblemTask, load_problems, parse_problem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,7 +128,7 @@ def tokenizer(tmp_path_factory):
     """A byte-level BPE trained by `tokenizers`, laid out like Qwen's (ids of <|endoftext|> and <|im_end|>)."""
     from test_tokenizer import _train
 
-    from tokenizer import BPETokenizer
+    from pretrained.tokenizer import BPETokenizer
     _, path = _train(tmp_path_factory.mktemp("tok"), "qwen2")
     return BPETokenizer.from_file(str(path))
 

@@ -26,8 +26,8 @@ from typing import Callable
 
 import torch
 
-from checkpoint import load_pt
-from cli import ArgumentParser, check_int, check_out_file, run
+from pretrained.checkpoint import load_pt
+from tools.cli import ArgumentParser, check_int, check_out_file, run
 from decode import (CotConfig, DecodeConfig, LBRConfig, SequenceTrajectory, SoftConfig, SoftTrajectory,
                     TreeTrajectory, generate)
 from model import ModelConfig, Transformer
@@ -277,7 +277,7 @@ show();
 
 
 # ---------------------------------------------------------------------------------------------
-# the command (`python decode.py`, which delegates here, or `python trace_view.py`)
+# the command (`python decode.py`, which delegates here, or `python -m tools.trace_view`)
 
 
 @dataclass

@@ -12,9 +12,9 @@ cannot drift away from what the code does. Two kinds of markers in LECTURE.md:
 Every exercise answer (a <details> block) must sit inside a check region, and every check must
 be used. The demonstrations the text shows are printed by this file too.
 
-    python lecture.py                        # check: exit 1 and list what drifted
-    python lecture.py --write                # regenerate the ```text blocks from the commands' output
-    python lecture.py demo losing-branches   # the exact-gradient table of LECTURE.md §7
+    python -m tools.lecture                        # check: exit 1 and list what drifted
+    python -m tools.lecture --write                # regenerate the ```text blocks from the commands' output
+    python -m tools.lecture demo losing-branches   # the exact-gradient table of LECTURE.md §7
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"<!-- run: (?P<cmd>.+?) -->\n```text\n(?P<out>.*?)```\n", re.S)
 REGION = re.compile(r"<!-- check: (?P<name>[\w-]+) -->(?P<body>.*?)<!-- /check -->", re.S)
 DETAILS = re.compile(r"<details>.*?</details>", re.S)
@@ -43,8 +43,8 @@ DETAILS = re.compile(r"<details>.*?</details>", re.S)
 def run(cmd: str) -> str:
     """A command's stdout, run from the repository root with this Python (each command once)."""
     args = shlex.split(cmd)
-    if args[:3] == ["python", "lecture.py", "demo"] and len(args) == 4 and args[3] in DEMOS:
-        return DEMOS[args[3]]() + "\n"  # the same function the command prints, without a second interpreter
+    if args[:4] == ["python", "-m", "tools.lecture", "demo"] and len(args) == 5 and args[4] in DEMOS:
+        return DEMOS[args[4]]() + "\n"  # the same function the command prints, without a second interpreter
     if args[0] != "python":
         raise ValueError(f"LECTURE.md commands must start with 'python': {cmd!r}")
     done = subprocess.run([sys.executable] + args[1:], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -64,10 +64,13 @@ def run_here(cmd: str) -> str:
         with contextlib.redirect_stdout(buf):
             if args[:2] == ["python", "-c"]:
                 exec(compile(args[2], "<command>", "exec"), {"__name__": "__main__"})
-            elif args[0] == "python" and args[1].endswith(".py"):
-                sys.argv = args[1:]
+            elif args[0] == "python" and (args[1].endswith(".py") or args[1] == "-m"):
+                sys.argv = args[1:] if args[1] != "-m" else args[2:]
                 try:
-                    runpy.run_path(str(ROOT / args[1]), run_name="__main__")
+                    if args[1] == "-m":
+                        runpy.run_module(args[2], run_name="__main__", alter_sys=True)
+                    else:
+                        runpy.run_path(str(ROOT / args[1]), run_name="__main__")
                 except SystemExit as e:  # --help exits 0
                     if e.code not in (None, 0):
                         raise RuntimeError(f"{cmd!r} exited with status {e.code}") from None
@@ -277,7 +280,7 @@ def _parse_trace(text: str) -> list[list[tuple[str, str, int, bool, int]]]:
             branch += is_cand
             steps[-1].append((m.group(3), m.group(4), int(m.group(5)), is_cand, branch if m.group(1) else -branch - 10))
     if not steps:
-        raise ValueError(f"could not read the trace of {TRACE_CMD!r}: its format changed; update lecture.py")
+        raise ValueError(f"could not read the trace of {TRACE_CMD!r}: its format changed; update tools/lecture.py")
     return steps
 
 
@@ -514,7 +517,7 @@ def check_regions(text: str, checks: dict[str, Callable[[], list[str]]]) -> list
         name, body = m.group("name"), squash(m.group("body"))
         used.add(name)
         if name not in checks:
-            problems.append(f"check {name!r}: no such check in lecture.py")
+            problems.append(f"check {name!r}: no such check in tools/lecture.py")
             continue
         try:
             expected = checks[name]()
@@ -523,7 +526,7 @@ def check_regions(text: str, checks: dict[str, Callable[[], list[str]]]) -> list
             continue
         problems += [f"check {name!r}: the text should contain {s!r} (computed from the code)"
                      for s in expected if squash(s) not in body]
-    problems += [f"check {name!r} is defined in lecture.py but LECTURE.md has no region for it"
+    problems += [f"check {name!r} is defined in tools/lecture.py but LECTURE.md has no region for it"
                  for name in checks if name not in used]
     outside = REGION.sub("", text)
     problems += [f"an exercise answer is not inside a check region: {squash(d.group())[:80]!r}"
@@ -551,7 +554,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.demo:
         if len(args.demo) != 2 or args.demo[0] != "demo" or args.demo[1] not in DEMOS:
-            ap.error(f"usage: python lecture.py demo NAME, NAME one of {', '.join(DEMOS)}")
+            ap.error(f"usage: python -m tools.lecture demo NAME, NAME one of {', '.join(DEMOS)}")
         print(DEMOS[args.demo[1]]())
         return
     before = Path(args.file).read_text(encoding="utf-8") if args.write else ""
@@ -564,7 +567,7 @@ def main() -> None:
         print(p)
     if problems:
         sys.exit(f"{len(problems)} problem(s) in {args.file}: the text no longer matches the code "
-                 "(`python lecture.py --write` regenerates command outputs; fix the prose by hand)")
+                 "(`python -m tools.lecture --write` regenerates command outputs; fix the prose by hand)")
     print("LECTURE.md matches the code: every command output, quoted number and exercise answer")
 
 

@@ -15,8 +15,8 @@ Then results/synthetic.md (tables, health checks, the command and seeds), result
 and the plots results/synthetic_*.png.
 
 Run:
-    python synthetic.py                 # default size, seeds 0 1 2 (about 15-20 minutes on 2 cores)
-    python synthetic.py --quick         # toy size, one seed, about a minute (CI)
+    python -m experiments.synthetic                 # default size, seeds 0 1 2 (about 15-20 minutes on 2 cores)
+    python -m experiments.synthetic --quick         # toy size, one seed, about a minute (CI)
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn as nn
 
-from cli import ArgumentParser, check_in_file, check_int, check_out_dir, run
+from tools.cli import ArgumentParser, check_in_file, check_int, check_out_dir, run
 from decode import CotConfig, LBRConfig, SoftConfig, generate, greedy_completions
 from model import ModelConfig, Transformer
-from experiment import mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
+from experiments.common import mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
 from evaluate import evaluate
 from rlvr import RLConfig, new_router, train_rl
 from router import RouterConfig, RouterInput
@@ -67,7 +67,7 @@ QUICK_NOTE = ("> **Quick mode (--quick) checks the pipeline, not the numbers.** 
               "(pre-training, health checks, router training, RL, evaluation, report) ran end to end, but the "
               "models are trained far too little for the health checks to pass or for the success rates to mean "
               "anything; zeros and `healthy NO` are expected. For the results run `make synthetic` "
-              "(`python synthetic.py`) without quick mode.")
+              "(`python -m experiments.synthetic`) without quick mode.")
 
 
 class EOSReadout(nn.Module):
@@ -328,7 +328,7 @@ def main() -> None:
     results, seconds = run_seeds(run_seed, seeds, sizes, out_root, os.path.join(args.results, f"{stem}.json"),
                                  args.jobs, args.report_only)
     seeds = [r["seed"] for r in results]
-    cmd = "python synthetic.py" + (" --quick" if args.quick else "") + f" --seeds {' '.join(map(str, seeds))}"
+    cmd = "python -m experiments.synthetic" + (" --quick" if args.quick else "") + f" --seeds {' '.join(map(str, seeds))}"
     md = report(results, sizes, cmd, seconds, stem)
     if args.quick:  # under the title, where a reader of the file looks first
         title, rest = md.split("\n", 1)

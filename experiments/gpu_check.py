@@ -1,8 +1,8 @@
 """
 A quick check of the whole path on a GPU (under 5 minutes): run it on any machine with CUDA.
 
-    python gpu_check.py                 # CUDA (the default)
-    python gpu_check.py --device cpu    # the same checks on the CPU (what CI runs, smaller)
+    python -m experiments.gpu_check                 # CUDA (the default)
+    python -m experiments.gpu_check --device cpu    # the same checks on the CPU (what CI runs, smaller)
 
 Checks, each printed with PASS/FAIL and its numbers:
 1. forward parity: random Qwen2-, Qwen3- (q/k norm, own head_dim) and Llama-3-shaped (RoPE
@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from cli import ArgumentParser, check_device, run
+from tools.cli import ArgumentParser, check_device, run
 from decode import CotConfig, LBRConfig, generate
 from likelihood import factors
 from model import ModelConfig, Transformer, pick_device

@@ -30,7 +30,7 @@ tokens, e.g. Llama 3's <|begin_of_text|>; apply_chat_template does the same):
     text = template.render(conversation(question, system="Reason step by step ..."), enable_thinking=False)
     ids = BPETokenizer.from_file(f"{DIR}/tokenizer.json").encode(text)
 
-Run `python chat.py DIR "What is 7 * 8?" [--system TEXT] [--set enable_thinking=false]` to print
+Run `python -m pretrained.chat DIR "What is 7 * 8?" [--system TEXT] [--set enable_thinking=false]` to print
 the prompt a checkpoint's template makes.
 """
 
@@ -45,7 +45,7 @@ import jinja2.ext
 import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from cli import ArgumentParser, read_json_object, run
+from tools.cli import ArgumentParser, read_json_object, run
 
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # one message field under three names

@@ -1,8 +1,8 @@
 r"""The final answer of a math solution: finding it in a completion, and deciding whether two answers
 are the same. Used by the math tasks for the reward, Pass@k and majority vote.
 
-    python answers.py 'So she pays $9{,}500 in all. The answer is $9{,}500.'   # extracted answer, its key
-    python answers.py --gold '\frac{1}{2}' 'Thus $x = \boxed{0.5}$.'           # ... and equivalence to a gold answer
+    python -m tasks.answers 'So she pays $9{,}500 in all. The answer is $9{,}500.'   # extracted answer, its key
+    python -m tasks.answers --gold '\frac{1}{2}' 'Thus $x = \boxed{0.5}$.'           # ... and equivalence to a gold answer
 
 Everything this file decides is written here, in one place.
 
@@ -109,7 +109,7 @@ import threading
 import unicodedata
 from fractions import Fraction
 
-from cli import ArgumentParser, check_float, run
+from tools.cli import ArgumentParser, check_float, run
 
 # ----------------------------------------------------------------------------------- spelling
 
@@ -823,8 +823,8 @@ class _Worker:
         self.lock = threading.Lock()
 
     def start(self) -> None:
-        here = os.path.dirname(os.path.abspath(__file__))
-        self.proc = subprocess.Popen([sys.executable, "-c", "import answers; answers.serve()"], cwd=here,
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: tasks/ is a package
+        self.proc = subprocess.Popen([sys.executable, "-c", "import tasks.answers; tasks.answers.serve()"], cwd=root,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.owner = os.getpid()
         if self.read_line(self.start_timeout) != "ready":

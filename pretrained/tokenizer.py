@@ -1,10 +1,6 @@
 r"""
 Tokenizers.
 
-`WordTokenizer`: a fixed vocabulary of whitespace-separated words, for the synthetic tasks
-(every node label, operator and special symbol is one token). Built from the task's word list,
-so the ids are deterministic.
-
 `BPETokenizer`: the byte-level BPE of pretrained Llama-3 / Qwen2 / Qwen3 / SmolLM2 models, read
 from their `tokenizer.json` (no Hugging Face library), built up in small steps, each the step of
 the reference (`tokenizers`) of the same name:
@@ -36,10 +32,9 @@ the Unicode version of this Python (`unicodedata.unidata_version`) versus the Ru
 characters added to Unicode between the two versions could be split differently.
 `tests/test_tokenizer.py` checks all of it against `tokenizers` on files built by the tests.
 
-Chat prompts (a checkpoint's chat template, and the ChatML fallback) are chat.py's.
+Chat prompts (a checkpoint's chat template, and the ChatML fallback) are pretrained/chat.py's.
 
-Run `python tokenizer.py` for a round trip on a small vocabulary, or
-`python tokenizer.py path/to/tokenizer.json "some text"` to tokenize with a real file.
+Run `python -m pretrained.tokenizer path/to/tokenizer.json "some text"` to tokenize with a real file.
 """
 
 from __future__ import annotations
@@ -50,34 +45,6 @@ import re
 import sys
 import unicodedata
 
-
-
-class WordTokenizer:
-    """Whitespace-separated words <-> ids, over a fixed list of words."""
-
-    def __init__(self, words: list[str], eos: str = "<eos>"):
-        if len(set(words)) != len(words):
-            raise ValueError("the vocabulary has duplicate words")
-        if eos not in words:
-            raise ValueError(f"the vocabulary must contain the end-of-sequence word {eos!r}")
-        if any(w == "" or any(c.isspace() for c in w) for w in words):
-            raise ValueError("vocabulary words must be non-empty and contain no whitespace")
-        self.itos = list(words)
-        self.stoi = {w: i for i, w in enumerate(words)}
-        self.eos_id = self.stoi[eos]
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.itos)
-
-    def encode(self, text: str) -> list[int]:
-        try:
-            return [self.stoi[w] for w in text.split()]
-        except KeyError as e:
-            raise ValueError(f"word {e.args[0]!r} is not in the vocabulary") from None
-
-    def decode(self, ids: list[int]) -> str:
-        return " ".join(self.itos[i] for i in ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,24 +357,16 @@ class BPETokenizer:
 
 
 def main() -> None:
-    from cli import ArgumentParser
-    ap = ArgumentParser(description="Encode a text with a tokenizer.json (ids -> tokens -> decoded text); "
-                        "without arguments, a word-tokenizer example.")
-    ap.add_argument("tokenizer_json", nargs="?", help="a pretrained model's tokenizer.json")
-    ap.add_argument("text", nargs="?", help="the text to encode")
+    from tools.cli import ArgumentParser
+    ap = ArgumentParser(description="Encode a text with a tokenizer.json (ids -> tokens -> decoded text).")
+    ap.add_argument("tokenizer_json", help="a pretrained model's tokenizer.json")
+    ap.add_argument("text", help="the text to encode")
     args = ap.parse_args()
-    if (args.tokenizer_json is None) != (args.text is None):
-        ap.error("give both TOKENIZER_JSON and TEXT, or neither")
-    if args.tokenizer_json:
-        tok = BPETokenizer.from_file(args.tokenizer_json)
-        ids = tok.encode(args.text)
-        print(ids, "->", [tok.id_to_token[i] for i in ids], "->", repr(tok.decode(ids)))
-        return
-    tok = WordTokenizer(["a", "b", "=", "<eos>"])
-    ids = tok.encode("a b = b <eos>")
-    print(ids, "->", tok.decode(ids))
+    tok = BPETokenizer.from_file(args.tokenizer_json)
+    ids = tok.encode(args.text)
+    print(ids, "->", [tok.id_to_token[i] for i in ids], "->", repr(tok.decode(ids)))
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tools.cli import run
     run(main)

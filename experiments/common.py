@@ -1,5 +1,5 @@
 """
-What the two experiments (synthetic.py, math_experiment.py) share: seeds run in parallel
+What the two experiments (experiments/synthetic.py, experiments/math.py) share: seeds run in parallel
 processes (one CPU thread each), results saved as JSON and re-read by `--report-only`, the
 provenance line at the top of every table, mean ± spread cells, and the learning-curve plot.
 """
@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from cli import read_json_object
+from tools.cli import read_json_object
 
 
 def run_seeds(run_seed: Callable[..., dict], seeds: list[int], sizes, out_root: str, json_path: str,

@@ -17,7 +17,7 @@ becomes our `layers.0.self_attn.q_proj.weight`. `config_from_hf` maps config.jso
 and refuses, naming the field, whatever the model does not implement; `stop_ids` reads the ids
 that end a completion (generation_config.json's EOS ids and the tokenizer's EOS).
 
-Run `python checkpoint.py DIR` to load a checkpoint and print its config and a greedy continuation
+Run `python -m pretrained.checkpoint DIR` to load a checkpoint and print its config and a greedy continuation
 of a few token ids.
 """
 
@@ -34,7 +34,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from cli import read_json_object
+from tools.cli import read_json_object
 from model import ModelConfig, Transformer
 
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -502,8 +502,8 @@ def load_pt(path: str, what: str, kinds: tuple[type, ...] = ()) -> dict:
 
 
 def main() -> None:
-    from cli import ArgumentParser, check_int  # the command line's helpers; the loaders above need none
-    from tokenizer import BPETokenizer  # only the command line turns ids into text
+    from tools.cli import ArgumentParser, check_int  # the command line's helpers; the loaders above need none
+    from pretrained.tokenizer import BPETokenizer  # only the command line turns ids into text
     ap = ArgumentParser(description="Load a local Llama/Qwen2/Qwen3 checkpoint, print its config and a greedy "
                         "continuation: token ids, and the text too when the directory has a tokenizer.json.")
     ap.add_argument("directory")
@@ -550,5 +550,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from cli import run
+    from tools.cli import run
     run(main)

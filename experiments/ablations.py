@@ -17,7 +17,7 @@ B  LBR ablations, at LBR's chosen learning rate, on the same validation problems
    widths and iid against distinct siblings (3); the router's features root / d1 / subtree (4).
    They answer the hypotheses; they are not candidates for the final table (that would give LBR
    more configurations than the baselines).
-C  test: `math_experiment.run_seed` on every test seed with the chosen configurations, plus
+C  test: `experiments.math.run_seed` on every test seed with the chosen configurations, plus
    `rlvr` at LBR's training forward budget and the base model's cot with enough samples for its
    Pass@(b k) at LBR's forward budget b for every k (hypothesis 5) -> results/math.{md,json}; a paired
    bootstrap (over seeds and problems) of LBR minus the best baseline.
@@ -31,9 +31,9 @@ Every RL run and every validation evaluation is cached (out/math/rl/NAME_sSEED/)
 resumes (the test stage C re-evaluates, a few minutes).
 
 Run:
-    python ablations.py                # the study (pre-training cached in out/math, out/planning)
-    python ablations.py --quick        # toy sizes, one seed, about a minute (CI)
-    python ablations.py --report-only  # rewrite the report and plots from results/ablations.json
+    python -m experiments.ablations                # the study (pre-training cached in out/math, out/planning)
+    python -m experiments.ablations --quick        # toy sizes, one seed, about a minute (CI)
+    python -m experiments.ablations --report-only  # rewrite the report and plots from results/ablations.json
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ from typing import Callable
 
 import torch
 
-import math_experiment as mx
-import synthetic
-from cli import ArgumentParser, check_in_file, check_out_dir, make_out_dir, run as run_cli
+from experiments import math as mx
+from experiments import synthetic
+from tools.cli import ArgumentParser, check_in_file, check_out_dir, make_out_dir, run as run_cli
 from evaluate import evaluate
-from experiment import load_saved, malformed, mean_std
-from math_experiment import BUDGET, MathSizes, RunSpec, pass_at
+from experiments.common import load_saved, malformed, mean_std
+from experiments.math import BUDGET, MathSizes, RunSpec, pass_at
 from model import ModelConfig
 from rlvr import NonFiniteLoss, new_router, train_rl
 from router import RouterConfig
@@ -94,7 +94,7 @@ QUICK = StudySizes(math=replace(mx.QUICK), tune_seeds=(0,), test_seeds=(0,), val
 QUICK_NOTE = ("> **Quick mode (--quick) checks the pipeline, not the numbers.** Toy sizes and one seed: every stage "
               "(tuning, ablations, test, planning, bootstrap, report) ran end to end, but the models are trained "
               "far too little to solve a problem, so zeros are expected and mean nothing. For the study run "
-              "`make ablations` (`python ablations.py`) without quick mode.")
+              "`make ablations` (`python -m experiments.ablations`) without quick mode.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def paired_bootstrap(a: list[dict], b: list[dict], k: int, resamples: int, seed:
 
 
 def planning_job(args: tuple) -> dict:
-    """Joint LBR training on the planning task (synthetic.py's `lbr joint`) at one learning rate,
+    """Joint LBR training on the planning task (experiments/synthetic.py's `lbr joint`) at one learning rate,
     seed `seed`, with or without the factor normalisation; validation Pass@1 (cached)."""
     seed, lr, factor_norm, sizes, out_root = args
     torch.set_num_threads(1)
@@ -278,7 +278,7 @@ def planning_job(args: tuple) -> dict:
 def study(sizes: StudySizes, out: str, planning_out: str, results_dir: str, quick: bool) -> dict:
     """Stages A, B, C and P; returns everything the report needs (JSON-able)."""
     t0, m, n = time.time(), sizes.math, sizes.math.samples
-    out_root = os.path.join(out, "quick") if quick else out  # as math_experiment.run's
+    out_root = os.path.join(out, "quick") if quick else out  # as experiments.math.run's
     planning_root = os.path.join(planning_out, "quick") if quick else planning_out
     seeds = sizes.tune_seeds
     _pretrain(sizes, out_root)
@@ -305,7 +305,7 @@ def study(sizes: StudySizes, out: str, planning_out: str, results_dir: str, quic
     test_sizes = replace(m, configs=chosen, eval_temperatures=chosen_t, cot_samples=sizes.cot_samples,
                          rlvr_at_budget=True)
     mx.run(quick, list(sizes.test_seeds), out, results_dir, jobs=sizes.jobs, sizes=test_sizes,
-           cmd="python ablations.py" + (" --quick" if quick else ""))
+           cmd="python -m experiments.ablations" + (" --quick" if quick else ""))
     with open(os.path.join(results_dir, "math_quick.json" if quick else "math.json")) as f:
         test = json.load(f)["results"]
     times["C"] = time.time() - t
@@ -520,7 +520,7 @@ def report(res: dict, cmd: str, stem: str) -> str:
 
     # P
     lines += ["", f"## Planning: joint training on seed {sizes['planning_seed']}", "",
-              "synthetic.py's `lbr joint` (widths (4, 1, 1), distinct siblings, subtree router, "
+              "experiments/synthetic.py's `lbr joint` (widths (4, 1, 1), distinct siblings, subtree router, "
               f"{sizes['planning']['rl']['steps']} steps) at each model learning rate, validation problems "
               f"({sizes['planning_val_size']}, n = {sizes['planning']['lbr_samples']}); the same run at lr 1e-4 on "
               "the test problems is the `lbr joint` row of results/synthetic.md (seed 1 in results/synthetic.json).", "",
@@ -655,10 +655,10 @@ def run(quick: bool, out: str, planning_out: str, results_dir: str, report_only:
             res = json.load(f)
         in_code = json.loads(json.dumps({k: asdict(v) for k, v in mx.CHOSEN.items()}))
         if not quick and (res["chosen"] != in_code or res["chosen_temperatures"] != mx.CHOSEN_TEMPERATURES):
-            print("note: math_experiment.CHOSEN / CHOSEN_TEMPERATURES differ from this study's choice "
+            print("note: experiments.math.CHOSEN / CHOSEN_TEMPERATURES differ from this study's choice "
                   f"({res['chosen']}, {res['chosen_temperatures']}): `make math` runs the old ones until they are updated")
     with malformed(path):
-        md = report(res, "python ablations.py" + (" --quick" if quick else ""), stem)
+        md = report(res, "python -m experiments.ablations" + (" --quick" if quick else ""), stem)
         if quick:
             title, rest = md.split("\n", 1)
             md = f"{title}\n\n{QUICK_NOTE}\n{rest}"

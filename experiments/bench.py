@@ -17,8 +17,8 @@ backward with its peak memory and the ancestor mask's share, at 64 / 128 / 256 g
 and what that predicts for a 1.5B model at 512 tokens and batch 64 on one GPU
 (results/bench_scale.md).
 
-Run: `python bench.py` (a few minutes on 2 cores) or `make bench`; `--quick` for a smoke run;
-`python bench.py --scale` (about 8 minutes on 2 cores).
+Run: `python -m experiments.bench` (a few minutes on 2 cores) or `make bench`; `--quick` for a smoke run;
+`python -m experiments.bench --scale` (about 8 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from cli import ArgumentParser, check_int, check_out_file, run
+from tools.cli import ArgumentParser, check_int, check_out_file, run
 from decode import CotConfig, LBRConfig, TreeTrajectory, decode_cot, decode_lbr
 from likelihood import tree_logprob
 from model import ModelConfig, Transformer
@@ -278,7 +278,7 @@ def bench_scale(out: str, lengths: tuple[int, ...], prompt_len: int) -> None:
 
     gb = lambda b: "n/a" if b is None else f"{b / GiB:.2f}"  # noqa: E731
     lines = ["# LBR at a real model's size", "",
-             f"`python bench.py --scale`: a random model of Qwen2.5-0.5B's shape ({n_params / 1e6:.0f}M parameters: "
+             f"`python -m experiments.bench --scale`: a random model of Qwen2.5-0.5B's shape ({n_params / 1e6:.0f}M parameters: "
              f"{cfg.n_layer} layers, width {cfg.n_embd}, {cfg.n_head} heads, {cfg.n_kv_head} KV heads, vocabulary "
              f"{cfg.vocab_size}, tied embeddings), fp32 on the CPU, batch 1, prompt {prompt_len} tokens, no EOS; one "
              f"run of each measurement. torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
@@ -382,7 +382,7 @@ def scale_reading(rows: list[dict], head_node: float | None, prompt_len: int, fo
             f"~3 ms (an assumption: 28 layers of small kernels) = ~{T * forwards_per_step * 3e-3:.0f} s for lbr "
             f"vs ~{T * 3e-3:.1f} s for cot per batch.",
             "These are estimates from the CPU measurements above and FLOP counts; nothing here ran on a GPU "
-            "(`python gpu_check.py` measures decoding and RL steps on one)."]
+            "(`python -m experiments.gpu_check` measures decoding and RL steps on one)."]
     return out
 
 
@@ -419,7 +419,7 @@ def main() -> None:
     routers = {w: Router(RouterConfig(), model.cfg.n_embd, len(w)) for w in widths_list}
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     lines = ["# LBR engine benchmark", "",
-             f"`python bench.py{' --quick' if args.quick else ''}`: tiny model ({model.num_params() / 1e6:.2f}M params, "
+             f"`python -m experiments.bench{' --quick' if args.quick else ''}`: tiny model ({model.num_params() / 1e6:.2f}M params, "
              f"{model.cfg.n_layer} layers, d={model.cfg.n_embd}), random weights, prompt {args.prompt_len} tokens, "
              f"{T} generated tokens, no EOS; median of {args.repeats} runs. "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()} "

@@ -20,7 +20,7 @@ results/math.json and results/math_passk.png (Pass@k against k per method).
 Run:
     python rlvr.py --task math              # default size, seeds 0 1 2
     python rlvr.py --task math --quick      # toy size, one seed, about a minute
-    python math_experiment.py --report-only # rewrite the table and plot from results/math.json
+    python -m experiments.math --report-only # rewrite the table and plot from results/math.json
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
-from cli import ArgumentParser, check_in_file, check_int, check_out_dir, make_out_dir, run as run_cli
+from tools.cli import ArgumentParser, check_in_file, check_int, check_out_dir, make_out_dir, run as run_cli
 from decode import CotConfig, LBRConfig, SoftConfig, greedy_completions
 from model import ModelConfig
-from experiment import load_saved, malformed, mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
+from experiments.common import load_saved, malformed, mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
 from evaluate import evaluate, pass_at_k
 from rlvr import NonFiniteLoss, RLConfig, new_router, train_rl
 from router import RouterConfig
@@ -52,7 +52,7 @@ BUDGET = "rlvr, LBR's budget"  # rlvr with LBR's training forward budget (larger
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One RL configuration of a trained method: what ablations.py varies and chooses on validation
+    """One RL configuration of a trained method: what experiments/ablations.py varies and chooses on validation
     problems. Its `name` names the run directory, so that a configuration trained once (by the
     study's tuning stage or by this experiment) is found again, never retrained."""
     method: str  # 'rlvr' (GRPO on cot rollouts), 'soft' or 'lbr'
@@ -326,7 +326,7 @@ def plots(results: list[dict], sizes: MathSizes, out_dir: str, stem: str) -> Non
 def run(quick: bool, seeds: list[int] | None, out: str, results_dir: str, jobs: int = 0,
         report_only: bool = False, sizes: MathSizes | None = None, cmd: str | None = None) -> str:
     """The whole experiment (or only its report from the saved JSON); returns the markdown.
-    `sizes` (default FULL or QUICK) and `cmd` (the command the report names) are ablations.py's.
+    `sizes` (default FULL or QUICK) and `cmd` (the command the report names) are experiments/ablations.py's.
     Raises ValueError for unusable arguments, before any work."""
     sizes = sizes or (QUICK if quick else FULL)
     seeds = seeds or ([0] if quick else [0, 1, 2, 3, 4])
