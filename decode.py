@@ -1,9 +1,9 @@
 """
-Decoding loops: `cot` (plain token-by-token sampling, or greedy), `soft` (the soft-token
-baseline: K draws per step, their embedding mixture fed on) and `lbr` (Local Branch Routing:
+Decoding loops: `cot` (plain token-by-token sampling, or greedy) and `lbr` (Local Branch Routing:
 grow -> route -> commit/prune/shift), batched over prompts of different lengths, with
 a KV cache. Each returns the committed tokens plus a typed record of everything that was
-sampled, which is what likelihood.py needs to recompute log P(τ) under new parameters.
+sampled, which is what likelihood.py needs to recompute log P(τ) under new parameters. (The soft-token
+baseline, decoder and replay, is soft.py.)
 Every decoder takes a set of stop ids (one EOS id, or the several a chat model may end a turn
 with): a row ends at the first one it commits, and in LBR a sampled node whose token is any of
 them gets no children.
@@ -26,13 +26,13 @@ trace_view.main: it reads checkpoints and tasks, which decoding does not need).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
 
-from tools.cli import check_float, check_int, run
 from model import Transformer, autocast
 from router import Router, RouterInput
 from tree import SAMPLERS, LocalTree, TreeShape, check_sampler, parse_widths, sample_categorical
@@ -51,23 +51,7 @@ class CotConfig:
     max_new_tokens: int = 64  # generation stops after this many tokens (or at EOS)
 
     def __post_init__(self) -> None:
-        _check_common(self.temperature, self.max_new_tokens)
-
-
-@dataclass
-class SoftConfig:
-    k: int = 4  # tokens drawn iid per step (K); K = 1 is exactly `cot`
-    weighting: str = "prob"  # next input = 'prob': probability-weighted mean of the K embeddings; 'mean': plain mean
-    temperature: float = 1.0  # T of p_θ
-    discrete_after: int = -1  # token id that ends the soft span (e.g. math's '#'): later steps draw one token; -1: never
-    max_new_tokens: int = 64  # generation stops after this many tokens (or at EOS)
-
-    def __post_init__(self) -> None:
-        _check_common(self.temperature, self.max_new_tokens)
-        check_int("k", self.k, 1, "tokens drawn per soft step")
-        check_int("discrete_after", self.discrete_after, -1, "a token id, or -1 for never")
-        if self.weighting not in ("prob", "mean"):
-            raise ValueError(f"weighting={self.weighting!r}: choose 'prob' or 'mean'")
+        check_decoding(self.temperature, self.max_new_tokens)
 
 
 @dataclass
@@ -81,9 +65,8 @@ class LBRConfig:
 
     def __post_init__(self) -> None:
         self.widths = parse_widths(self.widths)
-        _check_common(self.temperature, self.max_new_tokens)
-        check_float("router_temperature", self.router_temperature, MIN_TEMPERATURE, strict=False,
-                    hint="lower ones underflow; use greedy_router for an argmax router")
+        check_decoding(self.temperature, self.max_new_tokens)
+        check_temperature("router_temperature", self.router_temperature, "greedy_router for an argmax router")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r}: choose one of {SAMPLERS}")
         nodes, level = 1, 1
@@ -95,10 +78,20 @@ class LBRConfig:
                                  "at every step; use smaller widths such as 4,2 or 8,1,1")
 
 
-def _check_common(temperature: float, max_new_tokens: int) -> None:
-    check_float("temperature", temperature, MIN_TEMPERATURE, strict=False,
-                hint="lower ones underflow; use greedy decoding for T -> 0")
-    check_int("max_new_tokens", max_new_tokens, 1)
+def check_temperature(name: str, value, greedy: str) -> None:
+    """ValueError unless `value` is a finite number >= MIN_TEMPERATURE (NaN compares False with
+    everything, so it is refused by name); `greedy` names the argmax alternative."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < MIN_TEMPERATURE:
+        raise ValueError(f"{name}={value!r}: must be a finite number >= {MIN_TEMPERATURE} (lower ones underflow; "
+                         f"use {greedy})")
+
+
+def check_decoding(temperature: float, max_new_tokens: int) -> None:
+    """The invariants every decoding config shares: a usable temperature, at least one new token."""
+    check_temperature("temperature", temperature, "greedy decoding for T -> 0")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 1")
 
 
 StopIds = int | Iterable[int]  # the ids that end a rollout: one EOS id, or several (a model may end a turn with any)
@@ -123,8 +116,8 @@ def is_stop(tok: Tensor, stop_ids: tuple[int, ...]) -> Tensor:
     return torch.isin(tok, torch.tensor(stop_ids, dtype=tok.dtype, device=tok.device))
 
 
-def truncated(traj: Trajectory, stop_ids: StopIds) -> Tensor:
-    """(B,) bool: the rollout was cut off at max_new_tokens without committing a stop id, so its
+def truncated(traj, stop_ids: StopIds) -> Tensor:
+    """(B,) bool, for the trajectory of any method: the rollout was cut off at max_new_tokens without committing a stop id, so its
     text is not a finished answer. Every decoder ends a row at its first stop id or after
     max_new_tokens tokens, so a row is truncated exactly when its last committed token is no stop id."""
     last = traj.completion.gather(1, (traj.length - 1).clamp(min=0)[:, None]).squeeze(1)
@@ -149,33 +142,8 @@ class SequenceTrajectory:
         return (self.length - 1).clamp(min=0)
 
     def model_factors(self) -> Tensor:
-        """Factors of log P(τ) from the model, per row: one per committed token."""
+        """LogProbFactors of log P(τ) from the model, per row: one per committed token."""
         return self.length
-
-
-@dataclass
-class SoftTrajectory:
-    """A batch of soft-token rollouts: K tokens drawn per step, slot 0 committed, their mixture fed on."""
-    cfg: SoftConfig  # how it was sampled
-    prompt: Tensor  # (B, P) prompts, right-padded with 0
-    prompt_len: Tensor  # (B,)
-    tokens: Tensor  # (B, T, K) the K draws of every step; slot 0 is the committed token
-    active: Tensor  # (B, T, K) bool: the draw happened (slot 0 always; slots 1.. inside the soft span)
-    weights: Tensor  # (B, T, K) mixing weights of the next input (recorded; sum to 1 over K per step)
-    logp: Tensor  # (B, T, K) log p_θ(draw | soft prefix) recorded while sampling, 0 where inactive
-    completion: Tensor  # (B, T) committed tokens (= tokens[..., 0]), 0 past `length`
-    length: Tensor  # (B,) committed tokens (EOS included when it was committed)
-
-    def recorded_logprob(self) -> Tensor:
-        return self.logp.sum((1, 2))
-
-    def forward_tokens(self) -> Tensor:
-        """One forward (of a K-token mixture) per committed token but the last, as for `cot`."""
-        return (self.length - 1).clamp(min=0)
-
-    def model_factors(self) -> Tensor:
-        """Factors of log P(τ) from the model, per row: every draw that happened."""
-        return self.active.sum((1, 2))
 
 
 @dataclass
@@ -210,18 +178,14 @@ class TreeTrajectory:
         return self.n_nodes - self.prompt_len
 
     def model_factors(self) -> Tensor:
-        """Factors of log P(τ) from the model, per row: one log q(n) per node born."""
+        """LogProbFactors of log P(τ) from the model, per row: one log q(n) per node born."""
         return self.n_nodes - self.prompt_len
-
-
-DecodeConfig = CotConfig | SoftConfig | LBRConfig  # what a method decodes with
-Trajectory = SequenceTrajectory | SoftTrajectory | TreeTrajectory  # what it records
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def _prefill(model: Transformer, prompts: list[list[int]], reserve: int, max_new: int,
+def prefill(model: Transformer, prompts: list[list[int]], reserve: int, max_new: int,
              lookahead: int) -> tuple:
     """Forward the right-padded prompts into a fresh cache whose trunk starts at slot `reserve`.
 
@@ -261,7 +225,7 @@ def decode_cot(model: Transformer, prompts: list[list[int]], cfg: CotConfig, sto
     stop_ids = stop_tuple(stop_ids)
     with autocast(model.embed_tokens.weight.device):
         T = cfg.max_new_tokens
-        cache, prompt, plen, logits, _ = _prefill(model, prompts, 0, T, 0)
+        cache, prompt, plen, logits, _ = prefill(model, prompts, 0, T, 0)
         B, device = len(prompts), prompt.device
         out = torch.zeros(B, T, dtype=torch.long, device=device)
         out_logp = torch.zeros(B, T, device=device)
@@ -288,55 +252,6 @@ def decode_cot(model: Transformer, prompts: list[list[int]], cfg: CotConfig, sto
 
 
 @torch.no_grad()
-def decode_soft(model: Transformer, prompts: list[list[int]], cfg: SoftConfig, stop_ids: StopIds,
-                generator: torch.Generator) -> SoftTrajectory:
-    """The soft-token baseline (Multiplex-style, docs/DESIGN.md §5.2): at each step draw K tokens iid from
-    p_θ, commit slot 0, and feed the mixture Σ_k w_k E[token_k] as the next input, with
-    w_k ∝ p(token_k) ('prob') or 1/K ('mean'). log P of a step = Σ_k log p(token_k). After the
-    row commits `discrete_after`, steps draw one token (plain `cot`). A row ends when its committed
-    token (slot 0) is a stop id, or after cfg.max_new_tokens tokens."""
-    stop_ids = stop_tuple(stop_ids)
-    E = model.embed_tokens.weight
-    with autocast(E.device):
-        T, K = cfg.max_new_tokens, cfg.k
-        cache, prompt, plen, logits, _ = _prefill(model, prompts, 0, T, 0)
-        B, device = len(prompts), prompt.device
-        tokens = torch.zeros(B, T, K, dtype=torch.long, device=device)
-        active = torch.zeros(B, T, K, dtype=torch.bool, device=device)
-        weights = torch.zeros(B, T, K, device=device)
-        rec_logp = torch.zeros(B, T, K, device=device)
-        length = plen.clone()
-        n_gen = torch.zeros_like(plen)
-        running = torch.ones(B, dtype=torch.bool, device=device)
-        soft = torch.ones(B, dtype=torch.bool, device=device)  # still inside the soft span
-        slot = torch.arange(K, device=device)
-        for t in range(T):
-            logp = (logits / cfg.temperature).log_softmax(-1)  # (B, V)
-            tok = sample_categorical(logp[:, None, :].expand(B, K, -1), generator)  # (B, K) iid; K = 1: as cot
-            act = running[:, None] & ((slot == 0) | soft[:, None])  # (B, K)
-            lp = logp.gather(1, tok)  # (B, K)
-            w = torch.where(act, lp.exp() if cfg.weighting == "prob" else torch.ones_like(lp), 0.0)
-            w = w / w.sum(1, keepdim=True).clamp(min=1e-30)
-            tokens[:, t], active[:, t], weights[:, t] = torch.where(act, tok, 0), act, w
-            rec_logp[:, t] = torch.where(act, lp, 0.0)
-            n_gen += running
-            soft &= tok[:, 0] != cfg.discrete_after
-            running &= ~is_stop(tok[:, 0], stop_ids) & (n_gen < T)
-            if not running.any():
-                break
-            x = (w[..., None] * E[tok].float()).sum(1, keepdim=True).to(E.dtype)  # (B, 1, C) the mixture
-            n_keys = int(length.max()) + 1
-            mask = (torch.arange(n_keys, device=device) <= length[:, None])[:, None, :]  # (B, 1, n_keys)
-            logits, _ = model(x, length[:, None], mask, cache, length[:, None])
-            logits = logits[:, 0]
-            length += running
-        L = int(n_gen.max())
-        completion = torch.where(torch.arange(L, device=device) < n_gen[:, None], tokens[:, :L, 0], 0)
-        return SoftTrajectory(cfg, prompt, plen, tokens[:, :L], active[:, :L], weights[:, :L], rec_logp[:, :L],
-                              completion, n_gen)
-
-
-@torch.no_grad()
 def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg: LBRConfig, stop_ids: StopIds,
                generator: torch.Generator) -> TreeTrajectory:
     """LBR decoding: at every step grow the local tree, route, commit, prune and shift. A sampled
@@ -352,7 +267,7 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
     N, K, T = shape.n_slots, shape.n_cand, cfg.max_new_tokens
     scratch, trunk0 = N, N + 1  # cache layout: [tree slots 0..N-1 | scratch | trunk]
     with autocast(device):
-        cache, prompt, plen, _, h = _prefill(model, prompts, trunk0, T, shape.max_depth)
+        cache, prompt, plen, _, h = prefill(model, prompts, trunk0, T, shape.max_depth)
         B, P = prompt.shape
         rows = torch.arange(B, device=device)
 
@@ -443,19 +358,6 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
                               length=n_gen)
 
 
-def generate(model: Transformer, router: Router | None, prompts: list[list[int]], cfg: DecodeConfig,
-             stop_ids: StopIds, generator: torch.Generator) -> Trajectory:
-    """The decoding loop the config asks for (one entry point for every method); a row ends at
-    its first committed stop id (see stop_tuple) or after cfg.max_new_tokens tokens."""
-    if isinstance(cfg, LBRConfig):
-        if router is None:
-            raise ValueError("LBR decoding needs a router")
-        return decode_lbr(model, router, prompts, cfg, stop_ids, generator)
-    if isinstance(cfg, SoftConfig):
-        return decode_soft(model, prompts, cfg, stop_ids, generator)
-    return decode_cot(model, prompts, cfg, stop_ids, generator)
-
-
 GreedyDecoder = Callable[[Transformer, list[list[int]], StopIds, int], list[list[int]]]  # what tasks' health takes
 
 
@@ -472,5 +374,6 @@ def greedy_completions(model: Transformer, prompts: list[list[int]], stop_ids: S
 if __name__ == "__main__":
     # `python decode.py [--trace FILE]`: an LBR rollout step by step. The view's code reads checkpoints
     # and tasks, which sit above decoding, so it lives in tools/trace_view.py and is imported only here.
+    from tools.cli import run
     from tools.trace_view import main
     run(main)

@@ -18,18 +18,30 @@ from collections import Counter
 import torch
 from torch import Tensor
 
-from decode import DecodeConfig, Trajectory, generate, truncated
+from decode import CotConfig, LBRConfig, SequenceTrajectory, StopIds, TreeTrajectory, decode_cot, decode_lbr, truncated
 from model import Transformer
 from router import Router
+from soft import SoftConfig, SoftTrajectory, decode_soft
 from tasks.common import Example, Seeds
+from tools.distributed import dist_rank_world
 
 
-def dist_rank_world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) without torch.distributed. (Here, the lowest file that splits work
-    over processes; rlvr.py's all-reduce helpers use it too.)"""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+DecodeConfig = CotConfig | SoftConfig | LBRConfig  # what a method decodes with
+Trajectory = SequenceTrajectory | SoftTrajectory | TreeTrajectory  # what it records
+
+
+
+def generate(model: Transformer, router: Router | None, prompts: list[list[int]], cfg: DecodeConfig,
+             stop_ids: StopIds, generator: torch.Generator) -> Trajectory:
+    """The decoding loop the config asks for (the one function that picks between the decoders); a row ends at
+    its first committed stop id (see stop_tuple) or after cfg.max_new_tokens tokens."""
+    if isinstance(cfg, LBRConfig):
+        if router is None:
+            raise ValueError("LBR decoding needs a router")
+        return decode_lbr(model, router, prompts, cfg, stop_ids, generator)
+    if isinstance(cfg, SoftConfig):
+        return decode_soft(model, prompts, cfg, stop_ids, generator)
+    return decode_cot(model, prompts, cfg, stop_ids, generator)
 
 
 def rewards_of(task, examples: list[Example], traj: Trajectory, repeat: int) -> Tensor:

@@ -4,14 +4,6 @@ Log-probabilities of recorded trajectories under the *current* parameters, with 
 `cot` (a plain sequence):
     log P(y) = Σ_t log p_θ(y_t | x, y_<t)
 
-`soft` (K draws per step, their embedding mixture fed on; docs/DESIGN.md §5.2):
-    log P = Σ_t Σ_k log p_θ(y_{t,k} | x, soft inputs < t)
-The inputs are rebuilt from the recorded draws and mixing weights, so the replay is one causal
-forward. With 'mean' weighting the weights are constants and the replay is exact for any θ. With
-'prob' weighting they are p_θ_old of the draws, held fixed: log P is exact at the parameters that
-sampled (every on-policy step), and the gradient treats the weights as part of the input rather
-than differentiating through them (which would need T sequential forwards).
-
 `lbr` (a tree trajectory τ, docs/DESIGN.md §3.1; the one-forward replay is §3.4):
     log P(τ) = Σ_{nodes n born in τ} log q(n) + Σ_{steps t} log π_φ(i_t | tree_t)
 
@@ -34,21 +26,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from decode import LBRConfig, SequenceTrajectory, SoftTrajectory, Trajectory, TreeTrajectory, decode_lbr, is_stop
+from decode import LBRConfig, SequenceTrajectory, TreeTrajectory, decode_lbr, is_stop
 from model import ModelConfig, Transformer
 from router import Router, RouterConfig, RouterInput
 from tree import TreeShape, ancestor_mask, birth_logq, children_table, subtree_members
 
 
 @dataclass
-class Factors:
+class LogProbFactors:
     """The factors of log P(τ) for a batch of rollouts of any method, under the current parameters:
 
         log P(τ) = Σ model factors + Σ router factors
 
     A model factor is log p_θ of a sampled token (`cot`, each draw of `soft`) or log q(n) of a node
     born (`lbr`); a router factor is log π_φ(i_t | tree_t) of a step (`lbr` only). RL reads them as
-    one flat list per rollout (`logp`, `mask`, `of_model`: PPO ratios and KL per factor)."""
+    one flat list per rollout (`logp`, `mask`, `is_model_factor`: PPO ratios and KL per factor)."""
     model_logp: Tensor  # (B, F) model factors: cot (B, T) tokens, soft (B, T*K) draws, lbr (B, M) nodes; 0 where masked
     model_mask: Tensor  # (B, F) bool: the entry is a factor (a committed token, a draw that happened, a node born)
     router_logpi: Tensor  # (B, S) log π_φ(i_t | tree_t) of every step taken, 0 past the end; (B, 0) without a router
@@ -56,10 +48,10 @@ class Factors:
     router_entropy: Tensor  # (B, S) entropy H(π_φ(· | tree_t)) in nats of every step taken, 0 past the end (not a factor)
 
     @staticmethod
-    def without_router(logp: Tensor, mask: Tensor) -> "Factors":
+    def without_router(logp: Tensor, mask: Tensor) -> "LogProbFactors":
         """The factors of a method without a router (`cot`, `soft`): logp, mask (B, F)."""
         no_router = logp.new_zeros(logp.shape[0], 0)
-        return Factors(logp, mask, no_router, no_router.bool(), no_router)
+        return LogProbFactors(logp, mask, no_router, no_router.bool(), no_router)
 
     @property
     def total(self) -> Tensor:
@@ -77,15 +69,15 @@ class Factors:
         return torch.cat([self.model_mask, self.router_mask], 1)
 
     @property
-    def of_model(self) -> Tensor:
+    def is_model_factor(self) -> Tensor:
         """(B, F + S) bool: the entry of `logp` is a factor of p_θ (else a router choice)."""
         return torch.cat([torch.ones_like(self.model_mask), torch.zeros_like(self.router_mask)], 1)
 
-    def keep_rows(self, keep: Tensor) -> "Factors":
+    def keep_rows(self, keep: Tensor) -> "LogProbFactors":
         """The factors of the rollouts where `keep` (B,) bool is True; the others have none (all
         masked, 0 log-probability and entropy), so no loss term reads them."""
         k = keep[:, None]
-        return Factors(torch.where(k, self.model_logp, 0.0), self.model_mask & k,
+        return LogProbFactors(torch.where(k, self.model_logp, 0.0), self.model_mask & k,
                        torch.where(k, self.router_logpi, 0.0), self.router_mask & k,
                        torch.where(k, self.router_entropy, 0.0))
 
@@ -104,23 +96,6 @@ def sequence_logprob(model: Transformer, traj: SequenceTrajectory) -> Tensor:
     logp = (model.head(h_pred) / traj.temperature).log_softmax(-1)
     tok_logp = logp.gather(2, traj.completion[..., None]).squeeze(2)
     return torch.where(t < traj.length[:, None], tok_logp, 0.0)
-
-
-def soft_logprob(model: Transformer, traj: SoftTrajectory) -> Tensor:
-    """(B, T, K) log p_θ of each draw of a soft trajectory; 0 where a draw did not happen."""
-    B, P = traj.prompt.shape
-    T = traj.tokens.shape[1]
-    device = traj.prompt.device
-    E = model.embed_tokens.weight
-    # inputs: the prompt's embeddings, then at position P_b + t the mixture of step t's draws
-    mix = (traj.weights[..., None] * E[traj.tokens]).sum(2)  # (B, T, C); the weights are recorded constants
-    x = torch.cat([E[traj.prompt], torch.zeros(B, T, E.shape[1], device=device, dtype=E.dtype)], 1)
-    t = torch.arange(T, device=device)
-    x = x.scatter(1, (traj.prompt_len[:, None] + t)[..., None].expand(-1, -1, E.shape[1]), mix)
-    h = model.hidden(x)  # (B, P+T, C) causal
-    h_pred = h.gather(1, (traj.prompt_len[:, None] + t - 1)[..., None].expand(-1, -1, h.shape[-1]))  # (B, T, C)
-    logp = (model.head(h_pred) / traj.cfg.temperature).log_softmax(-1)  # (B, T, V)
-    return torch.where(traj.active, logp.gather(2, traj.tokens), 0.0)
 
 
 def _refuse(checks: list[tuple[str, Tensor]]) -> None:
@@ -185,7 +160,7 @@ def check_tree_record(traj: TreeTrajectory, vocab_size: int) -> None:
                   (both & (kid_tok[..., :, None] == kid_tok[..., None, :])).flatten(1).any(1))])
 
 
-def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Factors:
+def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> LogProbFactors:
     """Replay a batch of LBR trajectories with one forward pass over each union tree: the model
     factors are log q(n) of every node (B, M), in record order (0 for prompt tokens and padding),
     the router factors log π_φ(i_t | tree_t) of every step (B, S).
@@ -257,19 +232,7 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Fa
     logpi = (router(x).float() / cfg.router_temperature).log_softmax(-1)  # (B, S, K)
     router_logpi = torch.where(taken, logpi.gather(2, traj.choice.clamp(0, K - 1)[..., None]).squeeze(2), 0.0)
     entropy = torch.where(taken, -(logpi.exp() * logpi).sum(-1), 0.0)  # (B, S) for an entropy bonus (rlvr.py)
-    return Factors(node_logq, born, router_logpi, taken, entropy)
-
-
-def factors(model: Transformer, router: Router | None, traj: Trajectory) -> Factors:
-    """Every factor of log P(τ) under the current parameters, for either kind of trajectory."""
-    if isinstance(traj, TreeTrajectory):
-        return tree_logprob(model, router, traj)
-    if isinstance(traj, SoftTrajectory):
-        logp, mask = soft_logprob(model, traj).flatten(1), traj.active.flatten(1)
-    else:
-        logp = sequence_logprob(model, traj)
-        mask = torch.arange(logp.shape[1], device=logp.device) < traj.length[:, None]
-    return Factors.without_router(logp, mask)
+    return LogProbFactors(node_logq, born, router_logpi, taken, entropy)
 
 
 def main() -> None:

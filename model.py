@@ -84,17 +84,6 @@ class ModelConfig:
                    intermediate_size=3 * n_embd, max_seq_len=max_seq_len, tie_embeddings=False, final_norm=False)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto`: CUDA if present, then Apple MPS, else CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def autocast(device: torch.device):
     """The one dtype policy: bf16 matmuls on CUDA, fp32 elsewhere; logits and losses always fp32."""
     if device.type == "cuda":

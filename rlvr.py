@@ -8,7 +8,7 @@ task's verifier (0 for a rollout cut off at max_new_tokens), advantage = reward 
 
     L = -(1/B) Σ_rollouts Σ_factors min(r_f A, clip(r_f, 1-ε, 1+ε) A),   r_f = exp(log p_f - log p_f^old)
 
-over the factors of log P(τ) (likelihood.factors: the tokens of a sequence; the K draws of
+over the factors of log P(τ) (rlvr.trajectory_logprob: the tokens of a sequence; the K draws of
 every soft step; the node births and router choices of an LBR tree). On the first epoch r_f = 1, so the gradient is exactly the
 likelihood-ratio gradient -(1/B) Σ A ∇ log P(τ), normalised by the batch, not by each rollout's
 length. More epochs per batch (PPO, with the dual clip c A for A < 0), a KL penalty to the
@@ -29,7 +29,6 @@ Run (a pre-trained base model is made with sft.py, or by `make synthetic`):
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -41,20 +40,17 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from pretrained.chat import ChatTemplate
-from pretrained.checkpoint import load_pretrained, load_pt, save_pt, stop_ids
-from tools.cli import ArgumentParser, check_device, check_float, check_in_file, check_int, check_out_dir, run
-from decode import CotConfig, DecodeConfig, LBRConfig, SoftConfig, Trajectory, TreeTrajectory, generate, truncated
-from evaluate import dist_rank_world, evaluate, rewards_of
-from likelihood import Factors, factors
-from model import Transformer, autocast, pick_device
+from decode import CotConfig, LBRConfig, TreeTrajectory, truncated
+from evaluate import DecodeConfig, Trajectory, generate, rewards_of
+from likelihood import LogProbFactors, sequence_logprob, tree_logprob
+from model import Transformer, autocast
+from pretrained.checkpoint import load_pt, save_pt
 from router import Router, RouterConfig
-from tree import TreeShape
-from sft import load_sft_model
-from tasks import get_task
+from soft import SoftConfig, SoftTrajectory, soft_logprob
 from tasks.common import Seeds, make_examples
-from tasks.word_problems import DEFAULT_INSTRUCTION, WordProblemTask, load_problems
-from pretrained.tokenizer import BPETokenizer
+from tools.cli import check_float, check_int, run
+from tools.distributed import all_reduce_grads, all_reduce_sum, dist_rank_world
+from tree import TreeShape
 
 
 class NonFiniteLoss(ValueError):
@@ -98,6 +94,19 @@ class RLConfig:
         check_float("router_entropy_coef", self.router_entropy_coef, strict=False)
 
 
+def trajectory_logprob(model: Transformer, router: Router | None, traj: Trajectory) -> LogProbFactors:
+    """Every factor of log P(τ) under the current parameters, for the trajectory of any method: the
+    one function that picks between the replays (likelihood.py, soft.py)."""
+    if isinstance(traj, TreeTrajectory):
+        return tree_logprob(model, router, traj)
+    if isinstance(traj, SoftTrajectory):
+        logp, mask = soft_logprob(model, traj).flatten(1), traj.active.flatten(1)
+    else:
+        logp = sequence_logprob(model, traj)
+        mask = torch.arange(logp.shape[1], device=logp.device) < traj.length[:, None]
+    return LogProbFactors.without_router(logp, mask)
+
+
 def new_router(cfg: RouterConfig, n_embd: int, max_depth: int, seed: int) -> Router:
     """A fresh router (on the CPU) whose initial weights depend on `seed` alone: the same run gives
     the same numbers whatever drew from the global RNG before (a base model just trained or loaded
@@ -112,44 +121,6 @@ def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
     (tests/test_ddp.py swaps in SGD: Adam's first step divides each gradient by its own magnitude,
     so a parameter whose true gradient is zero takes a full-size step made of rounding noise.)"""
     return torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=0.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# several processes (torchrun): each takes a share of the prompts; gradients and counts are summed
-
-
-def all_reduce_grads(params: list[Tensor]) -> None:
-    """Sum every gradient over the processes: each computed its slices' share of a loss that is
-    normalised by the whole step's rollout count, so the sum is the whole step's gradient."""
-    if dist_rank_world()[1] == 1:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        torch.distributed.all_reduce(p.grad)
-
-
-def all_reduce_sum(x, device: torch.device):
-    """A float (or list of floats) summed over the processes."""
-    if dist_rank_world()[1] == 1:
-        return x
-    t = torch.tensor(x if isinstance(x, list) else [x], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return t.tolist() if isinstance(x, list) else float(t[0])
-
-
-def init_distributed(device: str = "auto") -> torch.device:
-    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, gloo on CPU) and
-    return this process's device; otherwise `device` ('auto': autodetected). An explicit
-    `--device cpu` under torchrun still joins the group (gloo), else every process is rank 0."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return pick_device(device)
-    cuda = torch.cuda.is_available() and device != "cpu"
-    torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +159,7 @@ def grpo_advantages(rewards: Tensor, normalize_std: bool) -> Tensor:
     return adv.flatten()
 
 
-def policy_loss(new: Factors, old_logp: Tensor, adv: Tensor, clip_eps: float, n_rollouts: int | None = None,
+def policy_loss(new: LogProbFactors, old_logp: Tensor, adv: Tensor, clip_eps: float, n_rollouts: int | None = None,
                 dual_clip: float = 3.0) -> Tensor:
     """PPO-clipped likelihood-ratio loss over every factor, normalised by the number of rollouts
     B of the whole step (`n_rollouts`; default: these rollouts; a constant, never a length).
@@ -225,7 +196,7 @@ def factors_per_token(dec: DecodeConfig) -> int:
     return 1
 
 
-def kl_penalty(new: Factors, ref_logp: Tensor, n_rollouts: int | None = None) -> Tensor:
+def kl_penalty(new: LogProbFactors, ref_logp: Tensor, n_rollouts: int | None = None) -> Tensor:
     """k3 estimate of KL(current || reference) summed over the model's sampled factors, per rollout:
     e^d - d - 1 with d = log p_ref - log p (Schulman 2020, "Approximating KL divergence").
 
@@ -235,7 +206,7 @@ def kl_penalty(new: Factors, ref_logp: Tensor, n_rollouts: int | None = None) ->
     clamped factor contributes e^20 - 21 (or 19 + e^-20) and no gradient."""
     d = (ref_logp - new.logp).clamp(-20.0, 20.0)
     k3 = torch.exp(d) - d - 1
-    return (k3 * (new.mask & new.of_model)).sum() / (n_rollouts or new.logp.shape[0])
+    return (k3 * (new.mask & new.is_model_factor)).sum() / (n_rollouts or new.logp.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +331,7 @@ def collect_rollouts(model: Transformer, router: Router | None, task, dec: Decod
         ref_logp = None
         if ref_model is not None:
             with torch.no_grad(), autocast(device):
-                ref_logp = factors(ref_model, router, traj).logp
+                ref_logp = trajectory_logprob(ref_model, router, traj).logp
         batches.append(RolloutBatch(traj, rewards, truncated(traj, task.stop_ids), adv, ref_logp))
     return batches
 
@@ -389,7 +360,7 @@ def update(model: Transformer, router: Router | None, opt: torch.optim.Optimizer
         total = 0.0
         for i, b in enumerate(batches):
             with autocast(device):  # bf16 matmuls on CUDA; log-probs and the loss stay fp32
-                new = factors(model, router, b.traj)
+                new = trajectory_logprob(model, router, b.traj)
             if cfg.overlong_filter:
                 # DAPO's overlong filtering (Yu et al. 2025, §3.4): a truncated rollout leaves every term of
                 # the loss; its reward 0 still enters its group's baseline, and `norm` stays the constant
@@ -502,242 +473,11 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
 # command line
 
 
-def check_run_source(args) -> dict:
-    """A run directory belongs to one starting model and one data set: `--out/source.json` records
-    them (task, --base or --model, --data) when the run is made, and a later run into the same
-    directory (resume, --eval-only) with other ones is refused: its rl.pt holds weights trained
-    from the recorded model, so resuming or evaluating it would report them under other names."""
-    source = {"task": "word_problems" if args.model else args.task,
-              "base": os.path.abspath(args.base) if args.base else None,
-              "model": os.path.abspath(args.model) if args.model else None,
-              "data": os.path.abspath(args.data) if args.data else None}
-    path = os.path.join(args.out, "source.json")
-    if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                saved = json.load(f)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ValueError(f"{path} is not valid JSON: delete it only if {args.out} was made from "
-                             "these --base/--model/--data") from None
-        diff = [f"--{k} {saved.get(k)} there, {v} now" for k, v in source.items() if saved.get(k) != v]
-        if diff:
-            raise ValueError(f"--out {args.out} was made from other inputs ({'; '.join(diff)}): choose another "
-                             f"--out (if the files only moved, edit {path})")
-    return source
-
-
-def write_run_source(out: str, source: dict) -> None:
-    """Record the inputs of a run whose rl.pt exists (after training, or the first --eval-only of
-    an older run), for check_run_source."""
-    path = os.path.join(out, "source.json")
-    if os.path.exists(path) or not os.path.exists(os.path.join(out, "rl.pt")):
-        return
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(source, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-
-def load_run(path: str, model: Transformer, router: Router | None) -> None:
-    """Load the model (and router) an RL checkpoint holds into `model` (and `router`).
-    Raises ValueError for an unloadable file or one made with another model, method or router."""
-    ckpt = load_pt(path, "RL checkpoint")
-    if "rl_config" not in ckpt:
-        raise ValueError(f"{path} is not an RL checkpoint of rlvr.py")
-    if router is not None and ckpt.get("router") is None:
-        method = str(ckpt.get("decoding_kind", "?")).removesuffix("Config").lower()
-        raise ValueError(f"{path} is a {method} run, without a router: evaluate it with --method {method}")
-    try:
-        model.load_state_dict(ckpt["model"])
-        if router is not None:
-            router.load_state_dict(ckpt["router"])
-    except RuntimeError as e:  # shapes that do not fit: another base model, --router or --widths
-        raise ValueError(f"{path} was trained with another model or router ({str(e).splitlines()[0]}); give the "
-                         "--base, --router and --widths of that run") from None
-
-
-def decoding_from_args(args, task) -> DecodeConfig:
-    if args.method == "lbr":
-        return LBRConfig(widths=args.widths, sampler=args.sampler, temperature=args.temperature,
-                         router_temperature=args.router_temperature, greedy_router=args.greedy_router,
-                         max_new_tokens=args.max_new_tokens)
-    if args.method == "soft":
-        end = -1
-        if args.soft_until:  # one token: a word of a toy task, or e.g. Qwen3's '</think>' with --model
-            try:
-                ids = task.tokenizer.encode(args.soft_until)
-            except ValueError:  # a word outside a toy task's vocabulary
-                ids = []
-            if len(ids) != 1:
-                raise ValueError(f"--soft-until {args.soft_until!r} is not one token of the {task.name} "
-                                 "vocabulary")
-            end = ids[0]
-        return SoftConfig(k=args.soft_k, weighting=args.soft_weighting, temperature=args.temperature,
-                          discrete_after=end, max_new_tokens=args.max_new_tokens)
-    return CotConfig(temperature=args.temperature, greedy=args.greedy, max_new_tokens=args.max_new_tokens)
-
-
-def word_problem_task(args, quiet: bool = False):
-    """The task of `--model DIR --data FILE`: the problems of --data (and --eval-data), prompted
-    with the checkpoint's chat template (ChatML without one), --system, --instruction and
-    --(no-)thinking, stopped by the checkpoint's stop ids (checkpoint.stop_ids, and ChatML's
-    <|im_end|> with the fallback; the id that closes a chat turn first). Everything is checked
-    (one prompt rendered) before the model loads; a ValueError says what is wrong."""
-    problems = load_problems(args.data, args.strict_data, quiet)
-    eval_problems = load_problems(args.eval_data, args.strict_data, quiet) if args.eval_data else None
-    template = ChatTemplate.from_dir(args.model)
-    switches = {}
-    if args.thinking is not None:
-        if not template.uses("enable_thinking"):
-            raise ValueError(f"--{'' if args.thinking else 'no-'}thinking: the chat template of {args.model} has no "
-                             "enable_thinking switch (Qwen3's); drop the flag")
-        switches["enable_thinking"] = args.thinking
-    tok = BPETokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
-    stops = stop_ids(args.model)  # has checked that the tokenizer's EOS, if any, is a token
-    if template.source is None and "<|im_end|>" in tok.added:  # the ChatML fallback closes a turn with it
-        turn_end = tok.token_id("<|im_end|>")
-        stops.add(turn_end)
-    else:  # a template closes a turn with the tokenizer's EOS
-        eos = template.special_tokens.get("eos_token")
-        turn_end = tok.token_id(eos) if eos is not None else None
-    task = WordProblemTask(problems, tok, sorted(stops, key=lambda i: (i != turn_end, i)), template, args.system,
-                           DEFAULT_INSTRUCTION if args.instruction is None else args.instruction, switches,
-                           max_answer_len=args.max_new_tokens or 512, eval_problems=eval_problems)
-    task.prompt_text(task.eval_problems[0])  # a template that refuses the conversation (e.g. a system turn) fails now
-    return task
-
-
 def main() -> None:
-    ap = ArgumentParser(description="GRPO on cot, soft or LBR rollouts, with Pass@k evaluation. "
-                                 "`--task math` without --method runs the whole math experiment.")
-    g = ap.add_argument_group("task and model")
-    g.add_argument("--task", default="planning", choices=["planning", "math"])
-    g.add_argument("--base", help="pre-trained base model checkpoint (sft.py); needed with --method")
-    g.add_argument("--model", help="a local Llama/Qwen2/Qwen3 checkpoint directory (config.json, *.safetensors, "
-                   "tokenizer.json; its chat template and stop ids are used) instead of --base")
-    g.add_argument("--data", help="GSM8K- or MATH-style JSONL to train on (with --model; tasks/word_problems.py)")
-    g.add_argument("--eval-data", help="GSM8K- or MATH-style JSONL to evaluate on, in order (default: --data)")
-    g.add_argument("--strict-data", action="store_true", help="reject a malformed JSONL line instead of skipping it")
-    g.add_argument("--system", help="--model: the system prompt of every problem (default: the chat template's own)")
-    g.add_argument("--instruction", help="--model: text after each problem in the user turn ('' for none; default: "
-                   "Please reason step by step, and put your final answer within \\boxed{}.)")
-    g.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
-                   help="--model: set the chat template's enable_thinking switch (Qwen3) on or off")
-    g.add_argument("--out", help="run directory: metrics.jsonl, rl.pt (resumed), eval.json, samples.jsonl (every "
-                   "evaluation sample) (math experiment: checkpoints, default out/math)")
-    g.add_argument("--device", default="auto")
-    g = ap.add_argument_group("decoding")
-    g.add_argument("--method", choices=["cot", "soft", "lbr"], help="train and evaluate one method")
-    g.add_argument("--widths", default="4,1,1", help="lbr tree widths")
-    g.add_argument("--sampler", default="distinct", choices=["iid", "distinct"])
-    g.add_argument("--router", default="subtree", choices=["root", "d1", "subtree"], help="router features")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--router-temperature", type=float, default=1.0)
-    g.add_argument("--greedy", action="store_true", help="cot: argmax decoding (evaluation only)")
-    g.add_argument("--greedy-router", action="store_true", help="lbr: argmax router (evaluation only)")
-    g.add_argument("--soft-k", type=int, default=4, help="soft: tokens drawn per step")
-    g.add_argument("--soft-weighting", default="prob", choices=["prob", "mean"], help="soft: embedding mixture")
-    g.add_argument("--soft-until", default="",
-                   help="soft: token after which decoding is discrete (math: '#'; Qwen3: '</think>')")
-    g.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's longest answer")
-    g = ap.add_argument_group("RL (GRPO)")
-    for name, default in asdict(RLConfig()).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            g.add_argument(flag, action="store_true")
-        else:
-            g.add_argument(flag, type=type(default), default=default)
-    g = ap.add_argument_group("evaluation")
-    g.add_argument("--eval-size", type=int, default=256, help="evaluation problems")
-    g.add_argument("--eval-samples", type=int, default=8, help="samples per problem (n of Pass@k)")
-    g.add_argument("--eval-only", action="store_true", help="evaluate --base (and the run's checkpoint, if any)")
-    import experiments.math as math_experiment
-    math_experiment.add_args(ap)
-    args = ap.parse_args()
-
-    # every argument that needs no file is checked before any work (the configs check their own fields)
-    check_device(args.device)
-    cfg = RLConfig(**{k: getattr(args, k) for k in asdict(RLConfig())})
-    check_int("--eval-size", args.eval_size, 1)
-    check_int("--eval-samples", args.eval_samples, 1)
-    if args.max_new_tokens is not None:
-        check_int("--max-new-tokens", args.max_new_tokens, 1)
-    if args.method is None:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ValueError("the math experiment runs its seeds in local processes; under torchrun give --method")
-        if args.task != "math":
-            raise ValueError("give --method cot|soft|lbr (the planning experiment is `make synthetic`)")
-        # the experiment's settings are its own (experiments.math.MathSizes, chosen by `make ablations`):
-        # a flag of one run would be ignored, so it is refused
-        run_flags = {a.dest: a.option_strings[0] for a in ap._actions if a.option_strings and a.dest not in
-                     {"help", "task", "out", "quick", "seeds", "jobs", "results", "report_only"}}
-        given = [flag for dest, flag in run_flags.items() if getattr(args, dest) != ap.get_default(dest)]
-        if given:
-            raise ValueError(f"{', '.join(given)}: settings of one run, which the math experiment (--task math "
-                             "without --method) does not take; add --method cot|soft|lbr --base ... for one run")
-        math_experiment.run(args.quick, args.seeds, args.out or "out/math", args.results, args.jobs, args.report_only)
-        return
-    if (args.base is None) == (args.model is None) or args.out is None:
-        raise ValueError("--method needs --out RUN_DIR and one of --base CHECKPOINT (from sft.py) or --model DIR")
-    if args.data and not args.model:
-        raise ValueError("--data needs --model DIR (a pretrained model with its tokenizer.json)")
-    greedy = [flag for flag, on in (("--greedy", args.greedy), ("--greedy-router", args.greedy_router)) if on]
-    if greedy and not args.eval_only:  # an argmax choice has no sampling probability for the RL gradient
-        raise ValueError(f"{' and '.join(greedy)}: argmax decoding is for evaluation; add --eval-only, or drop "
-                         f"{'them' if len(greedy) > 1 else 'it'} to train on sampled rollouts")
-    if not args.model and (args.system, args.instruction, args.thinking) != (None, None, None):
-        raise ValueError("--system, --instruction and --(no-)thinking shape the chat prompts of --model DIR; "
-                         "a --base task has its own prompt format")
-    check_out_dir(args.out, "--out")
-    if args.model:
-        if not args.data:
-            raise ValueError("--model needs --data FILE.jsonl (GSM8K or MATH style) to train and evaluate on")
-        for name in ("config.json", "tokenizer.json"):
-            if not os.path.isfile(os.path.join(args.model, name)):
-                raise ValueError(f"--model {args.model}: no {name} there; give a Llama/Qwen checkpoint directory "
-                                 "(config.json, *.safetensors, tokenizer.json)")
-        for flag, path in (("--data", args.data), ("--eval-data", args.eval_data)):
-            if path:
-                check_in_file(path, flag)
-    device = init_distributed(args.device)
-    rank = dist_rank_world()[0]
-    if args.model:
-        task = word_problem_task(args, quiet=rank > 0)
-    else:
-        task = get_task(args.task)
-    args.max_new_tokens = args.max_new_tokens or task.max_answer_len
-    dec = decoding_from_args(args, task)  # temperatures, widths, ...: refused before the model loads
-    if args.router_entropy_coef and args.method != "lbr":
-        raise ValueError(f"--router-entropy-coef: only --method lbr has a router (this is --method {args.method})")
-    if args.model:
-        model = load_pretrained(args.model, device)
-    else:
-        model = load_sft_model(args.base, device, task)
-    router = None
-    if args.method == "lbr":
-        router = new_router(RouterConfig(features=args.router), model.cfg.n_embd, len(dec.widths), args.seed).to(device)
-    source = check_run_source(args)
-    if not args.eval_only:
-        train_rl(model, router, task, dec, cfg, args.out)
-    elif os.path.exists(os.path.join(args.out, "rl.pt")):
-        load_run(os.path.join(args.out, "rl.pt"), model, router)
-    if rank == 0:
-        write_run_source(args.out, source)
-    if args.model:  # a benchmark: its first --eval-size problems, each once
-        examples = task.eval_examples(args.eval_size)
-    else:
-        examples = make_examples(task, args.eval_size, seed=Seeds(args.seed).eval_examples, split="eval")
-    samples = []
-    result = evaluate(model.eval(), router, task, dec, examples, args.eval_samples, (1, args.eval_samples), args.seed,
-                      samples=samples)
-    if rank == 0:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "eval.json"), "w") as f:
-            json.dump(result, f, indent=1)
-        with open(os.path.join(args.out, "samples.jsonl"), "w") as f:  # every sample, to read the evaluation
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in samples)
-        print(json.dumps(result, indent=1))
-    if dist_rank_world()[1] > 1:
-        torch.distributed.destroy_process_group()
+    """`python rlvr.py ...`: the command line, in tools/rl_cli.py (argument checks, real-checkpoint
+    set-up, run provenance), imported here, at the entry point, because it sits above GRPO."""
+    from tools.rl_cli import main as cli_main
+    cli_main()
 
 
 if __name__ == "__main__":

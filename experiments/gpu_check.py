@@ -25,9 +25,11 @@ import time
 import torch
 
 from tools.cli import ArgumentParser, check_device, run
-from decode import CotConfig, LBRConfig, generate
-from likelihood import factors
-from model import ModelConfig, Transformer, pick_device
+from decode import CotConfig, LBRConfig
+from evaluate import generate
+from rlvr import trajectory_logprob
+from model import ModelConfig, Transformer
+from tools.distributed import pick_device
 from rlvr import RLConfig, train_rl
 from router import Router, RouterConfig
 from tasks import get_task
@@ -96,7 +98,7 @@ def main() -> None:
     traj = generate(tiny, router, prompts, LBRConfig(widths=(4, 2), max_new_tokens=16), task.eos_id,
                     torch.Generator(device).manual_seed(0))
     with torch.no_grad():
-        replay = factors(tiny, router, traj).total
+        replay = trajectory_logprob(tiny, router, traj).total
     dlp = (replay - traj.recorded_logprob()).abs().max().item()
     tol = 1e-4 if device.type == "cpu" else 0.5  # the decoder runs bf16 matmuls on CUDA, the replay fp32
     check("LBR replay = recorded log P", dlp < tol, f"max |Δ log P(τ)| {dlp:.2e} over {len(prompts)} rollouts", failures)

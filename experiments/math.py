@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import torch
 
 from tools.cli import ArgumentParser, check_in_file, check_int, check_out_dir, make_out_dir, run as run_cli
-from decode import CotConfig, LBRConfig, SoftConfig, greedy_completions
+from decode import CotConfig, LBRConfig, greedy_completions
+from soft import SoftConfig
 from model import ModelConfig
 from experiments.common import load_saved, malformed, mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
 from evaluate import evaluate, pass_at_k
@@ -374,7 +375,12 @@ def main() -> None:
     ap = ArgumentParser(description="The math experiment (python rlvr.py --task math).")
     add_args(ap)
     ap.add_argument("--out", default="out/math", help="checkpoints and run directories (cached)")
-    args = ap.parse_args()
+    ap.add_argument("--task", choices=["math"], help=argparse.SUPPRESS)  # `python rlvr.py --task math` lands here
+    args, rest = ap.parse_known_args()
+    if rest:  # the experiment's settings are its own (MathSizes, chosen by `make ablations`)
+        flags = [a.split("=")[0] for a in rest if a.startswith("-")]
+        raise ValueError(f"{', '.join(flags or rest)}: settings of one run, which the math experiment (--task math "
+                         "without --method) does not take; add --method cot|soft|lbr --base ... for one run")
     run(args.quick, args.seeds, args.out, args.results, args.jobs, args.report_only)
 
 

@@ -32,7 +32,9 @@ import torch
 import torch.nn as nn
 
 from tools.cli import ArgumentParser, check_in_file, check_int, check_out_dir, run
-from decode import CotConfig, LBRConfig, SoftConfig, generate, greedy_completions
+from decode import CotConfig, LBRConfig, greedy_completions
+from soft import SoftConfig
+from evaluate import generate
 from model import ModelConfig, Transformer
 from experiments.common import mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
 from evaluate import evaluate

@@ -6,7 +6,8 @@ import itertools
 import pytest
 import torch
 
-from decode import MIN_TEMPERATURE, CotConfig, LBRConfig, SoftConfig, decode_cot, decode_lbr
+from decode import CotConfig, LBRConfig, MIN_TEMPERATURE, decode_cot, decode_lbr
+from soft import SoftConfig
 from helpers import LOGP_TOL, chi2_pvalue, random_router, tiny_model
 from likelihood import sequence_logprob, tree_logprob
 from router import Router, RouterConfig

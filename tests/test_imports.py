@@ -3,9 +3,10 @@
     tools.cli, tasks.common (leaves) -> the algorithm at the top level (model, tree, router, decode,
     likelihood, soft) -> pretrained/ -> tasks/ -> sft, evaluate, rlvr -> experiments/ -> tools/
 
-A module imports, at its top, only modules of its own layer or below, and never in a cycle. Two
+A module imports, at its top, only modules of its own layer or below, and never in a cycle. Three
 documented entry points import upward inside a function or the `__main__` block, and nothing else
-does: `python rlvr.py --task math` runs the math experiment, `python decode.py` the trace viewer.
+does: `python rlvr.py` runs its command line (tools/rl_cli.py; `--task math`, the math experiment),
+`python decode.py` the trace viewer.
 Finally every module imports in a fresh interpreter as the first module of the repository (an
 import cycle that the order of imports hides in one process shows up there).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = [  # lowest first; a module may import its own layer and those before it
-    ("leaves", {"tools", "tools.cli", "tasks.common"}),
+    ("leaves", {"tools", "tools.cli", "tools.distributed", "tasks.common"}),
     ("the algorithm", {"model", "tree", "router", "decode", "likelihood", "soft"}),
     ("pretrained/", {"pretrained", "pretrained.*"}),
     ("tasks/", {"tasks", "tasks.*"}),
@@ -31,7 +32,7 @@ LAYERS = [  # lowest first; a module may import its own layer and those before i
 
 # the only imports that point upward: (importer, imported) -> where they may sit and why
 ENTRY_POINTS = {
-    ("rlvr", "experiments.math"): ("function", "`python rlvr.py --task math` is the documented math experiment"),
+    ("rlvr", "tools.rl_cli"): ("function", "`python rlvr.py` is the documented command line of GRPO"),
     ("decode", "tools.trace_view"): ("__main__", "`python decode.py` is the documented step-by-step trace"),
 }
 

@@ -17,7 +17,8 @@ import rlvr
 import sft
 from tools import trace_view
 from pretrained.checkpoint import load_pt, save_pt
-from decode import CotConfig, LBRConfig, TreeTrajectory, generate
+from decode import CotConfig, LBRConfig, TreeTrajectory
+from evaluate import generate
 from helpers import tiny_model
 from model import ModelConfig
 from rlvr import RLConfig, train_rl

@@ -13,10 +13,12 @@ import torch
 
 import evaluate as evaluate_module
 from pretrained.checkpoint import load_pt
-from decode import CotConfig, LBRConfig, SequenceTrajectory, SoftConfig, truncated
+from decode import CotConfig, LBRConfig, SequenceTrajectory, truncated
+from soft import SoftConfig
 from evaluate import evaluate, pass_at_k, rewards_of
 from helpers import assert_close_to_scale, tiny_model
-from likelihood import Factors, factors
+from likelihood import LogProbFactors
+from rlvr import trajectory_logprob
 from rlvr import (RLConfig, collect_rollouts, grpo_advantages, kl_penalty, policy_loss, train_rl, trainable_groups,
                   update)
 from router import Router, RouterConfig
@@ -78,13 +80,13 @@ def test_policy_loss_sign_and_normalisation():
     logp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]], requires_grad=True)
     mask = torch.tensor([[True, True, False], [True, False, False]])
     adv = torch.tensor([1.0, -1.0])
-    loss = policy_loss(Factors.without_router(logp * mask, mask), (logp * mask).detach(), adv, clip_eps=0.2)
+    loss = policy_loss(LogProbFactors.without_router(logp * mask, mask), (logp * mask).detach(), adv, clip_eps=0.2)
     loss.backward()
     assert logp.grad.tolist() == [[-0.5, -0.5, 0.0], [0.5, 0.0, 0.0]]
     # PPO clipping: a factor whose ratio already exceeds 1+ε gets no more push when A > 0
     new = torch.tensor([[0.0, -2.0]], requires_grad=True)
     m = torch.ones(1, 2, dtype=torch.bool)
-    policy_loss(Factors.without_router(new, m), torch.tensor([[-1.0, -2.0]]), torch.tensor([1.0]), clip_eps=0.2).backward()
+    policy_loss(LogProbFactors.without_router(new, m), torch.tensor([[-1.0, -2.0]]), torch.tensor([1.0]), clip_eps=0.2).backward()
     assert new.grad[0, 0] == 0 and new.grad[0, 1] < 0
 
 
@@ -272,7 +274,7 @@ def test_metrics_count_truncated_rollouts_and_overlong_filter_leaves_them_out_of
         batches = collect_rollouts(model, None, task, dec, cfg, 0, 1, None)
         b = batches[0]
         with torch.no_grad():
-            ref = factors(model, None, b.traj).logp - 0.3  # a reference the current model differs from
+            ref = trajectory_logprob(model, None, b.traj).logp - 0.3  # a reference the current model differs from
         assert b.truncated.any() and (b.adv[b.truncated] != 0).any()  # cut-off rollouts the loss would read
         if zero_cut:
             ref = torch.where(b.truncated[:, None], ref + 0.3, ref)
@@ -296,7 +298,7 @@ def test_kl_penalty_clamps_the_log_ratio():
     Clamped to [-20, 20]: k3 = e^20 - 21 at +100 and e^-20 + 19 at -100, both without gradient;
     inside the range (d = 1) it is e - 2 with gradient -(e - 1) as before."""
     logp = torch.zeros(1, 3, requires_grad=True)
-    new = Factors.without_router(logp, torch.ones(1, 3, dtype=torch.bool))
+    new = LogProbFactors.without_router(logp, torch.ones(1, 3, dtype=torch.bool))
     loss = kl_penalty(new, torch.tensor([[100.0, -100.0, 1.0]]))
     loss.backward()
     expected = (math.exp(20) - 21) + (math.exp(-20) + 19) + (math.e - 2)
@@ -310,7 +312,7 @@ def test_dual_clip_bounds_the_loss_of_a_negative_advantage():
     factor (r > c) without gradient, the second (r = 2 < c) with gradient r = 2 as before. A > 0
     is untouched (its ratio is clipped at 1 + ε already)."""
     logp = torch.tensor([[8.0, math.log(2.0)]], requires_grad=True)
-    new = Factors.without_router(logp, torch.ones(1, 2, dtype=torch.bool))
+    new = LogProbFactors.without_router(logp, torch.ones(1, 2, dtype=torch.bool))
     old = torch.zeros(1, 2)
     unbounded = policy_loss(new, old, torch.tensor([-1.0]), clip_eps=0.2, dual_clip=1e30)
     assert math.isclose(unbounded.item(), math.exp(8) + 2, rel_tol=1e-6)

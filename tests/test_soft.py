@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
-from decode import CotConfig, SoftConfig, decode_cot, decode_soft
+from decode import CotConfig, decode_cot
+from soft import SoftConfig, decode_soft
 from helpers import LOGP_TOL, tiny_model
-from likelihood import factors, soft_logprob
+from rlvr import trajectory_logprob
+from soft import soft_logprob
 
 EOS = 5
 PROMPTS = [[0, 1, 2], [3], [4, 4, 1, 0, 2, 3, 1], [2, 0]]
@@ -34,7 +36,7 @@ def test_replay_equals_recorded(k, weighting, discrete_after):
     with torch.no_grad():
         replay = soft_logprob(model, traj)
     torch.testing.assert_close(replay, traj.logp, **LOGP_TOL)
-    torch.testing.assert_close(factors(model, None, traj).total, traj.recorded_logprob(), **LOGP_TOL)
+    torch.testing.assert_close(trajectory_logprob(model, None, traj).total, traj.recorded_logprob(), **LOGP_TOL)
     assert torch.allclose(traj.weights.sum(2)[traj.active[..., 0]], torch.tensor(1.0))
     if discrete_after >= 0:  # after committing the delimiter a row draws one token per step
         for b in range(len(PROMPTS)):

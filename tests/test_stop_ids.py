@@ -5,10 +5,12 @@ and in LBR a sampled node whose token is any of them gets no children."""
 import pytest
 import torch
 
-from decode import (CotConfig, LBRConfig, SoftConfig, decode_cot, decode_lbr, decode_soft, generate,
-                    greedy_completions, stop_tuple)
+from decode import CotConfig, LBRConfig, decode_cot, decode_lbr, greedy_completions, stop_tuple
+from soft import SoftConfig, decode_soft
+from evaluate import generate
 from helpers import LOGP_TOL, random_router, tiny_model
-from likelihood import check_tree_record, factors, tree_logprob
+from likelihood import check_tree_record, tree_logprob
+from rlvr import trajectory_logprob
 from model import Transformer
 
 V, STOPS, T = 6, (4, 5), 16
@@ -82,7 +84,7 @@ def test_lbr_stop_nodes_of_either_id_have_no_children_and_replay_is_exact():
     with torch.no_grad():
         replay = tree_logprob(model, random_router(model, 2), traj)
     torch.testing.assert_close(replay.total, traj.recorded_logprob(), **LOGP_TOL)
-    torch.testing.assert_close(factors(model, random_router(model, 2), traj).total, replay.total)
+    torch.testing.assert_close(trajectory_logprob(model, random_router(model, 2), traj).total, replay.total)
 
 
 def test_record_check_reads_the_set():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from experiments import ablations
-from decode import CotConfig, LBRConfig, SoftConfig, decode_lbr
+from decode import CotConfig, LBRConfig, decode_lbr
+from soft import SoftConfig
 from evaluate import pass_at_k
 from helpers import assert_close_to_scale, random_router, tiny_model
 from likelihood import tree_logprob
@@ -76,7 +77,7 @@ def test_factor_norm_divides_the_gradient_by_a_constant_and_norms_are_reported(d
 
 
 def test_router_entropy_replayed_equals_the_sampled_distributions_and_the_bonus_raises_it():
-    """The entropy the loss's bonus differentiates (likelihood.Factors.router_entropy) is that of
+    """The entropy the loss's bonus differentiates (likelihood.LogProbFactors.router_entropy) is that of
     the router distributions the decoder sampled from (the record), which the metrics report; a
     step with the bonus alone (every advantage 0: one prompt whose rewards all tie) raises it."""
     model = tiny_model(vocab=6)

@@ -11,7 +11,8 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
-from decode import CotConfig, LBRConfig, SoftConfig, decode_cot, decode_lbr, decode_soft
+from decode import CotConfig, LBRConfig, decode_cot, decode_lbr
+from soft import SoftConfig, decode_soft
 from helpers import random_router, tiny_model
 from tools.trace_view import NodeView, StepView, render_html, render_text, steps_of
 

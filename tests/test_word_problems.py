@@ -352,6 +352,7 @@ def test_rlvr_trains_a_qwen3_checkpoint_on_gsm8k_data(qwen3_dir, tmp_path):
     """A couple of LBR RL steps on GSM8K-style data, evaluated on MATH-style data; and the task the
     CLI builds: the template's turn end first among the stop ids."""
     import rlvr
+    from tools import rl_cli
     data = _write(tmp_path / "train.jsonl", [{"question": q, "answer": f"{a}\n#### {a}"}
                                              for q, a in [("What is 2 + 3?", "5"), ("What is 7 * 8?", "56")]])
     evals = _write(tmp_path / "math.jsonl", MATH_ROWS)
@@ -367,14 +368,14 @@ def test_rlvr_trains_a_qwen3_checkpoint_on_gsm8k_data(qwen3_dir, tmp_path):
 
     args = types.SimpleNamespace(data=data, eval_data=None, strict_data=False, model=str(qwen3_dir), system=None,
                                  instruction=None, thinking=True, max_new_tokens=None)
-    task = rlvr.word_problem_task(args, quiet=True)
+    task = rl_cli.word_problem_task(args, quiet=True)
     tok = task.tokenizer
     assert task.stop_ids == (tok.token_id("<|im_end|>"), tok.token_id("<|endoftext|>"))
     assert "<think>" not in task.prompt_text(task.problems[0])  # thinking on: no empty think block
     # soft decoding turns discrete after a token of the checkpoint's vocabulary, e.g. Qwen3's </think>
     soft = types.SimpleNamespace(method="soft", soft_k=2, soft_weighting="prob", temperature=1.0, max_new_tokens=8,
                                  soft_until="</think>")
-    assert rlvr.decoding_from_args(soft, task).discrete_after == tok.token_id("</think>")
+    assert rl_cli.decoding_from_args(soft, task).discrete_after == tok.token_id("</think>")
     soft.soft_until = "#### 5"
     with pytest.raises(ValueError, match="is not one token"):
-        rlvr.decoding_from_args(soft, task)
+        rl_cli.decoding_from_args(soft, task)

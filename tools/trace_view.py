@@ -28,8 +28,9 @@ import torch
 
 from pretrained.checkpoint import load_pt
 from tools.cli import ArgumentParser, check_int, check_out_file, run
-from decode import (CotConfig, DecodeConfig, LBRConfig, SequenceTrajectory, SoftConfig, SoftTrajectory,
-                    TreeTrajectory, generate)
+from decode import CotConfig, LBRConfig, SequenceTrajectory, TreeTrajectory
+from evaluate import DecodeConfig, generate
+from soft import SoftConfig, SoftTrajectory
 from model import ModelConfig, Transformer
 from router import Router, RouterConfig
 from sft import load_sft_model
