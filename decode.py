@@ -35,7 +35,7 @@ from torch import Tensor
 
 from model import Transformer, autocast
 from router import Router, RouterInput
-from tree import SAMPLERS, LocalTree, TreeShape, check_sampler, parse_widths, sample_categorical
+from tree import SAMPLERS, LocalTree, TreeShape, parse_widths, sample_categorical
 
 MAX_TREE_NODES = 1024  # nodes of a full local tree (root included) LBR accepts: (4, 2) has 13, (8, 8, 8) 585;
 # each is forwarded once per step, and TreeShape keeps (nodes x nodes) tables
@@ -251,111 +251,136 @@ def decode_cot(model: Transformer, prompts: list[list[int]], cfg: CotConfig, sto
         return SequenceTrajectory(cfg.temperature, prompt, plen, out[:, :L], n_gen, out_logp[:, :L])
 
 
+class _TreeRecord:
+    """The TreeTrajectory being written: the prompt chain, then every node in birth order, and per
+    step the router's choice and probabilities. Column `spill` (past the last node a row can have)
+    swallows the writes of slots a row does not need, so every write is one batched scatter."""
+
+    def __init__(self, prompt: Tensor, plen: Tensor, steps: int, shape: TreeShape):
+        B, P = prompt.shape
+        device = prompt.device
+        self.spill = P + steps * (shape.n_slots - 1)  # prompt + at most n_slots - 1 new nodes a step
+        self.tokens = torch.zeros(B, self.spill + 1, dtype=torch.long, device=device)
+        self.parent = torch.full_like(self.tokens, -1)
+        self.birth_step = torch.full_like(self.tokens, -1)
+        self.logq = torch.zeros(B, self.spill + 1, device=device)
+        ar = torch.arange(P, device=device)
+        self.tokens[:, :P] = prompt
+        self.parent[:, :P] = torch.where(ar < plen[:, None], ar - 1, -1)
+        self.n_nodes = plen.clone()
+        self.choice = torch.zeros(B, steps, dtype=torch.long, device=device)
+        self.router_logp = torch.zeros(B, steps, shape.n_cand, device=device)
+        self.completion = torch.zeros(B, steps, dtype=torch.long, device=device)
+
+    def add_nodes(self, born: Tensor, tok: Tensor, parent: Tensor, logq: Tensor, step: int) -> Tensor:
+        """Record the nodes born (B, n) bool with their tokens, parents' indices and log q; returns
+        each one's record index (B, n) (meaningless where not born)."""
+        node = self.n_nodes[:, None] + born.cumsum(1) - 1
+        dst = torch.where(born, node, self.spill)
+        self.tokens.scatter_(1, dst, tok)
+        self.parent.scatter_(1, dst, parent)
+        self.birth_step.scatter_(1, dst, torch.full_like(dst, step))
+        self.logq.scatter_(1, dst, logq.float())
+        self.n_nodes += born.sum(1)
+        return node
+
+    def add_step(self, step: int, active: Tensor, choice: Tensor, logpi: Tensor, tok: Tensor) -> None:
+        self.choice[:, step] = torch.where(active, choice, 0)
+        self.router_logp[:, step] = torch.where(active[:, None], logpi, 0.0)
+        self.completion[:, step] = torch.where(active, tok, 0)
+
+    def trajectory(self, cfg: LBRConfig, stop_ids: tuple[int, ...], plen: Tensor, n_gen: Tensor) -> TreeTrajectory:
+        M, S = int(self.n_nodes.max()), int(n_gen.max())
+        return TreeTrajectory(cfg=cfg, stop_ids=stop_ids, prompt_len=plen, tokens=self.tokens[:, :M],
+                              parent=self.parent[:, :M], birth_step=self.birth_step[:, :M], logq=self.logq[:, :M],
+                              n_nodes=self.n_nodes, choice=self.choice[:, :S], router_logp=self.router_logp[:, :S],
+                              completion=self.completion[:, :S], length=n_gen)
+
+
+def _node_mask(tree_anc: Tensor, slots: Tensor, trunk_len: Tensor) -> Tensor:
+    """(B, n, keys) attention of new nodes at `slots` (n,): their tree ancestors, never the scratch
+    slot, and the row's committed trunk (the cache layout [tree | scratch | trunk])."""
+    B, n = len(trunk_len), len(slots)
+    trunk = torch.arange(int(trunk_len.max()), device=slots.device) < trunk_len[:, None]  # (B, n_trunk)
+    return torch.cat([tree_anc[slots].expand(B, -1, -1), torch.zeros(B, n, 1, dtype=torch.bool, device=slots.device),
+                      trunk[:, None, :].expand(-1, n, -1)], dim=2)
+
+
+def _grow(model: Transformer, tree: LocalTree, record: _TreeRecord, cache, cfg: LBRConfig, step: int,
+          active: Tensor, trunk_len: Tensor, stops: Tensor, generator: torch.Generator) -> None:
+    """Fill the local tree: wave by wave, sample every missing child whose parent has been forwarded,
+    record it, and forward the new nodes (written to the cache at their slots) for their hidden states."""
+    shape = tree.shape
+    cand, scratch = shape.subtree[:, 0], shape.n_slots
+    tree_anc = shape.anc.clone()
+    tree_anc[:, 0] = False  # the root's keys/values live in the trunk, not in tree slot 0
+    while True:
+        missing = tree.missing(active, stops)  # (B, N)
+        # the root is a committed token, so it always has children, even when it is EOS (a prompt may
+        # end with one; `cot` samples there too): only a *sampled* EOS ends a branch
+        missing[:, cand] |= active[:, None] & ~tree.alive[:, cand]
+        slots = missing.any(0).nonzero().squeeze(1)  # (n,) slots some row needs
+        if len(slots) == 0:
+            return
+        parent_logp = (model.head(tree.hidden[:, shape.parent[slots]]) / cfg.temperature).log_softmax(-1)  # (B, n, V)
+        tok, logq = tree.sample_children(missing, slots, parent_logp, cfg.sampler, generator)  # (B, n)
+        born = missing[:, slots]
+        node = record.add_nodes(born, tok, tree.node[:, shape.parent[slots]], logq, step)
+        # a node at depth d sits at position (root position + d) and sees the trunk and its ancestors
+        pos = (trunk_len - 1)[:, None] + shape.depth[slots]
+        h = model.hidden(tok, pos, _node_mask(tree_anc, slots, trunk_len), cache, torch.where(born, slots, scratch))
+        tree.add(missing, slots, tok, h, node)
+
+
+def _route(model: Transformer, router: Router, tree: LocalTree, cfg: LBRConfig,
+           generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Score the depth-1 subtrees and draw the candidate to commit: (choice (B,), log π (B, K))."""
+    shape = tree.shape
+    cand_tok = tree.tok[:, shape.subtree[:, 0]]  # (B, K)
+    root_logp = (model.head(tree.hidden[:, 0]) / cfg.temperature).log_softmax(-1)  # (B, V)
+    x = RouterInput(sub_hidden=tree.hidden[:, shape.subtree], sub_mask=tree.alive[:, shape.subtree],
+                    sub_depth=shape.subtree_depth, root_hidden=tree.hidden[:, 0],
+                    cand_emb=model.embed_tokens(cand_tok), cand_logp=root_logp.gather(1, cand_tok))
+    logpi = (router(x).float() / cfg.router_temperature).log_softmax(-1)  # (B, K)
+    return (logpi.argmax(-1) if cfg.greedy_router else sample_categorical(logpi, generator)), logpi
+
+
 @torch.no_grad()
 def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg: LBRConfig, stop_ids: StopIds,
                generator: torch.Generator) -> TreeTrajectory:
     """LBR decoding: at every step grow the local tree, route, commit, prune and shift. A sampled
     node whose token is a stop id gets no children; a row ends when it commits one, or after
-    cfg.max_new_tokens tokens."""
+    cfg.max_new_tokens tokens. The caller checks that the router reads trees this deep and that
+    the sampler suits the vocabulary (evaluate.generate)."""
     stop_ids = stop_tuple(stop_ids)
     device = model.embed_tokens.weight.device
-    check_sampler(cfg.sampler, cfg.widths, model.cfg.vocab_size)
-    if getattr(router, "max_depth", len(cfg.widths)) < len(cfg.widths):
-        raise ValueError(f"the router reads trees of depth <= {router.max_depth}, the widths {cfg.widths} have depth "
-                         f"{len(cfg.widths)}: build Router(..., max_depth={len(cfg.widths)})")
     shape = TreeShape.from_widths(cfg.widths).to(device)
-    N, K, T = shape.n_slots, shape.n_cand, cfg.max_new_tokens
-    scratch, trunk0 = N, N + 1  # cache layout: [tree slots 0..N-1 | scratch | trunk]
+    scratch, trunk_start = shape.n_slots, shape.n_slots + 1  # cache layout: [tree slots | scratch | trunk]
     with autocast(device):
-        cache, prompt, plen, _, h = prefill(model, prompts, trunk0, T, shape.max_depth)
-        B, P = prompt.shape
-        rows = torch.arange(B, device=device)
-
-        # the record: prompt chain, then nodes in birth order; column Mcap swallows ignored writes
-        Mcap = P + T * (N - 1)
-        tokens = torch.zeros(B, Mcap + 1, dtype=torch.long, device=device)
-        parent = torch.full_like(tokens, -1)
-        birth_step = torch.full_like(tokens, -1)
-        logq = torch.zeros(B, Mcap + 1, device=device)
-        ar = torch.arange(P, device=device)
-        tokens[:, :P] = prompt
-        parent[:, :P] = torch.where(ar < plen[:, None], ar - 1, -1)
-        n_nodes = plen.clone()
-        choice_rec = torch.zeros(B, T, dtype=torch.long, device=device)
-        router_logp = torch.zeros(B, T, K, device=device)
-        completion = torch.zeros(B, T, dtype=torch.long, device=device)
-
+        cache, prompt, plen, _, h = prefill(model, prompts, trunk_start, cfg.max_new_tokens, shape.max_depth)
+        rows = torch.arange(len(prompts), device=device)
+        record = _TreeRecord(prompt, plen, cfg.max_new_tokens, shape)
         tree = LocalTree.start(shape, prompt[rows, plen - 1], h, plen - 1)
         stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
-
-        def next_logp(hidden: Tensor) -> Tensor:
-            """log p_θ(· | node) at temperature T from the node's hidden state: (..., C) -> (..., V)."""
-            return (model.head(hidden) / cfg.temperature).log_softmax(-1)
-
-        length = plen.clone()  # trunk tokens (the root is the last one)
+        trunk_len = plen.clone()  # trunk tokens (the root is the last one)
         n_gen = torch.zeros_like(plen)
-        active = torch.ones(B, dtype=torch.bool, device=device)
-        cand = shape.subtree[:, 0]  # (K,) the depth-1 slots
-        tree_anc = shape.anc.clone()
-        tree_anc[:, 0] = False  # the root's keys/values live in the trunk, not in tree slot 0
-        for t in range(T):
-            # grow: wave by wave, sample every missing child whose parent is forwarded, then forward them
-            while True:
-                need = tree.missing(active, stops)  # (B, N)
-                # the root is a committed token, so it always has children, even when it is EOS (a
-                # prompt may end with one; `cot` samples there too): only a *sampled* EOS ends a branch
-                need[:, cand] |= active[:, None] & ~tree.alive[:, cand]
-                cols = need.any(0).nonzero().squeeze(1)  # slots some row needs: (n,)
-                if len(cols) == 0:
-                    break
-                parents_logp = next_logp(tree.hidden[:, shape.parent[cols]])  # (B, n, V)
-                new_tok, new_logq = tree.sample_children(need, cols, parents_logp, cfg.sampler, generator)  # (B, n)
-                born = need[:, cols]
-                node = n_nodes[:, None] + born.cumsum(1) - 1  # record index of each new node
-                dst = torch.where(born, node, Mcap)
-                tokens.scatter_(1, dst, new_tok)
-                parent.scatter_(1, dst, tree.node[:, shape.parent[cols]])
-                birth_step.scatter_(1, dst, torch.full_like(dst, t))
-                logq.scatter_(1, dst, new_logq.float())
-                n_nodes += born.sum(1)
-                # a node at depth d sits at position (root position + d) and sees the trunk and its ancestors
-                n_trunk = int(length.max())
-                trunk_mask = torch.arange(n_trunk, device=device) < length[:, None]  # (B, n_trunk)
-                mask = torch.cat([tree_anc[cols].expand(B, -1, -1),
-                                  torch.zeros(B, len(cols), 1, dtype=torch.bool, device=device),
-                                  trunk_mask[:, None, :].expand(-1, len(cols), -1)], dim=2)
-                pos = (length - 1)[:, None] + shape.depth[cols]
-                h = model.hidden(new_tok, pos, mask, cache, torch.where(born, cols, scratch))
-                tree.add(need, cols, new_tok, h, node)
-
-            # route: score the depth-1 subtrees, draw the candidate to commit
-            cand_tok = tree.tok[:, cand]  # (B, K)
-            x = RouterInput(sub_hidden=tree.hidden[:, shape.subtree], sub_mask=tree.alive[:, shape.subtree],
-                            sub_depth=shape.subtree_depth, root_hidden=tree.hidden[:, 0],
-                            cand_emb=model.embed_tokens(cand_tok), cand_logp=next_logp(tree.hidden[:, 0]).gather(1, cand_tok))
-            logpi = (router(x).float() / cfg.router_temperature).log_softmax(-1)  # (B, K)
-            choice = logpi.argmax(-1) if cfg.greedy_router else sample_categorical(logpi, generator)
-
+        active = torch.ones(len(prompts), dtype=torch.bool, device=device)
+        for t in range(cfg.max_new_tokens):
+            _grow(model, tree, record, cache, cfg, t, active, trunk_len, stops, generator)
+            choice, logpi = _route(model, router, tree, cfg, generator)
             # commit: the chosen node joins the trunk; its keys/values are copied, not recomputed
-            chosen = cand[choice]  # (B,) slot
+            chosen = shape.subtree[:, 0][choice]  # (B,) slot
             tok = tree.tok[rows, chosen]
-            choice_rec[:, t] = torch.where(active, choice, 0)
-            router_logp[:, t] = torch.where(active[:, None], logpi, 0.0)
-            completion[:, t] = torch.where(active, tok, 0)
-            cache.copy_slot(chosen, torch.where(active, trunk0 + length, scratch))
-            length += active
+            record.add_step(t, active, choice, logpi, tok)
+            cache.copy_slot(chosen, torch.where(active, trunk_start + trunk_len, scratch))
+            trunk_len += active
             n_gen += active
-            active &= ~is_stop(tok, stop_ids) & (n_gen < T)
+            active &= ~is_stop(tok, stop_ids) & (n_gen < cfg.max_new_tokens)
             if not active.any():
                 break
             # prune + shift: the chosen subtree becomes the tree; move the cache's tree region alike
             cache.gather_slots(tree.commit(choice).clamp(min=0))  # (B, N) source slot of each slot
-
-        M, S = int(n_nodes.max()), int(n_gen.max())
-        return TreeTrajectory(cfg=cfg, stop_ids=stop_ids, prompt_len=plen, tokens=tokens[:, :M], parent=parent[:, :M],
-                              birth_step=birth_step[:, :M], logq=logq[:, :M], n_nodes=n_nodes,
-                              choice=choice_rec[:, :S], router_logp=router_logp[:, :S], completion=completion[:, :S],
-                              length=n_gen)
+        return record.trajectory(cfg, stop_ids, plen, n_gen)
 
 
 GreedyDecoder = Callable[[Transformer, list[list[int]], StopIds, int], list[list[int]]]  # what tasks' health takes

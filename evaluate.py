@@ -22,6 +22,7 @@ from decode import CotConfig, LBRConfig, SequenceTrajectory, StopIds, TreeTrajec
 from model import Transformer
 from router import Router
 from soft import SoftConfig, SoftTrajectory, decode_soft
+from tree import check_sampler
 from tasks.common import Example, Seeds
 from tools.distributed import dist_rank_world
 
@@ -38,6 +39,10 @@ def generate(model: Transformer, router: Router | None, prompts: list[list[int]]
     if isinstance(cfg, LBRConfig):
         if router is None:
             raise ValueError("LBR decoding needs a router")
+        check_sampler(cfg.sampler, cfg.widths, model.cfg.vocab_size)
+        if getattr(router, "max_depth", len(cfg.widths)) < len(cfg.widths):  # a readout reads any depth
+            raise ValueError(f"the router reads trees of depth <= {router.max_depth}, the widths {cfg.widths} have "
+                             f"depth {len(cfg.widths)}: build Router(..., max_depth={len(cfg.widths)})")
         return decode_lbr(model, router, prompts, cfg, stop_ids, generator)
     if isinstance(cfg, SoftConfig):
         return decode_soft(model, prompts, cfg, stop_ids, generator)

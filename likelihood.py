@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from decode import LBRConfig, SequenceTrajectory, TreeTrajectory, decode_lbr, is_stop
-from model import ModelConfig, Transformer
-from router import Router, RouterConfig, RouterInput
+from decode import SequenceTrajectory, TreeTrajectory
+from model import Transformer
+from router import Router, RouterInput
 from tree import TreeShape, ancestor_mask, birth_logq, children_table, subtree_members
 
 
@@ -98,66 +98,18 @@ def sequence_logprob(model: Transformer, traj: SequenceTrajectory) -> Tensor:
     return torch.where(t < traj.length[:, None], tok_logp, 0.0)
 
 
-def _refuse(checks: list[tuple[str, Tensor]]) -> None:
-    """ValueError naming the first broken invariant; each check is (what, (B,) bool: row breaks it).
-    One device sync for all of them."""
-    broken = torch.stack([rows for _, rows in checks]).any(1).tolist()
-    for (what, rows), bad in zip(checks, broken):
-        if bad:
-            raise ValueError(f"not a record any LBR decoder could produce (row {int(rows.nonzero()[0, 0])}): {what}")
-
-
-def check_tree_record(traj: TreeTrajectory, vocab_size: int) -> None:
-    """ValueError unless the record has the structure decode_lbr gives every trajectory (cheap,
-    vectorised; tree_logprob calls it, then checks the trunk once it has rebuilt it):
-    the prompt is a chain of unborn nodes; every other node has a parent recorded before it, and
-    nodes are recorded in birth order at steps 0..length-1; a sampled EOS (any of the record's
-    stop ids) has no children (the last prompt token may be EOS: the root always branches); no
-    node has more than w1 children, nor (distinct sampler) two children with the same token; EOS
-    is committed at the last step only; padding past n_nodes was never born. Parent pointers that only point backwards also
-    rule out cycles, which the ancestor walk of `ancestor_mask` would never leave."""
-    B, M = traj.tokens.shape
-    S, K = traj.choice.shape[1], traj.cfg.widths[0]
-    shapes = {"parent": (traj.parent.shape, (B, M)), "birth_step": (traj.birth_step.shape, (B, M)),
-              "logq": (traj.logq.shape, (B, M)), "completion": (traj.completion.shape, (B, S)),
-              "router_logp": (traj.router_logp.shape, (B, S, K)), "prompt_len": (traj.prompt_len.shape, (B,)),
-              "n_nodes": (traj.n_nodes.shape, (B,)), "length": (traj.length.shape, (B,))}
-    for name, (got, want) in shapes.items():
-        if tuple(got) != want:
-            raise ValueError(f"a TreeTrajectory with tokens of shape {(B, M)} and choice of shape {(B, S)} needs "
-                             f"{name} of shape {want}, got {tuple(got)}")
-    device = traj.tokens.device
-    idx, t = torch.arange(M, device=device), torch.arange(S, device=device)
-    plen, length = traj.prompt_len[:, None], traj.length[:, None]
-    real = idx < traj.n_nodes[:, None]
-    born = real & (idx >= plen)
-    par, birth, tok = traj.parent, traj.birth_step, traj.tokens
-    n_kids = torch.zeros(B, M + 1, dtype=torch.long, device=device).scatter_add_(
-        1, torch.where(born, par.clamp(0, M - 1), M), torch.ones_like(par))[:, :M]  # (B, M) children per node
-    prev_birth = torch.cat([torch.full_like(birth[:, :1], -1), birth[:, :-1]], 1)
-    taken = t < length
-    _refuse([
-        (f"prompt_len must lie in 1..n_nodes <= {M}", (traj.prompt_len < 1) | (traj.prompt_len > traj.n_nodes)
-         | (traj.n_nodes > M)),
-        (f"length must lie in 1..{S}", (traj.length < 1) | (traj.length > S)),
-        (f"token ids must lie in [0, {vocab_size})", (real & ((tok < 0) | (tok >= vocab_size))).any(1)),
-        ("the prompt must be a chain (parent = the previous token) of unborn nodes (birth_step -1)",
-         (real & ~born & ((par != idx - 1) | (birth != -1))).any(1)),
-        ("every node after the prompt needs a parent recorded before it", (born & ((par < 0) | (par >= idx))).any(1)),
-        ("nodes must be recorded in birth order, born at steps 0..length-1",
-         (born & ((birth < prev_birth) | (birth < 0) | (birth >= length))).any(1)),
-        ("padding past n_nodes must have birth_step -1", (~real & (birth != -1)).any(1)),
-        ("a sampled EOS node has children", (born & is_stop(tok, traj.stop_ids) & (n_kids > 0)).any(1)),
-        (f"a node has more than w1 = {K} children", (n_kids > K).any(1)),
-        (f"router choices must lie in 0..{K - 1}", (taken & ((traj.choice < 0) | (traj.choice >= K))).any(1)),
-        ("EOS committed before the last step", (taken & (t < length - 1) & is_stop(traj.completion, traj.stop_ids)).any(1)),
-    ])
-    if traj.cfg.sampler == "distinct":  # (the sibling table needs the checks above)
-        kids = children_table(torch.where(born, par, -1), K)  # (B, M, K)
-        kid_tok = tok.gather(1, kids.clamp(min=0).flatten(1)).view(B, M, K)
-        both = (kids[..., :, None] >= 0) & (kids[..., None, :] >= 0) & ~torch.eye(K, dtype=torch.bool, device=device)
-        _refuse([("the distinct sampler gave two siblings the same token",
-                  (both & (kid_tok[..., :, None] == kid_tok[..., None, :])).flatten(1).any(1))])
+def step_roots(traj: TreeTrajectory, children: Tensor) -> tuple[Tensor, Tensor]:
+    """Each step's root and the node it commits, rebuilt from the record: the root of step 0 is the
+    last prompt token, the root of step t+1 the candidate committed at step t (the choice-th child of
+    the root). Returns roots (B, S) and committed (B, S) node indices (-1 where no such child)."""
+    B, S, K = *traj.choice.shape, children.shape[-1]
+    rows = torch.arange(B, device=traj.tokens.device)
+    root, roots, committed = traj.prompt_len - 1, [], []
+    for t in range(S):
+        roots.append(root)
+        root = children[rows, root.clamp(min=0), traj.choice[:, t].clamp(0, K - 1)]
+        committed.append(root)
+    return torch.stack(roots, 1).clamp(min=0), torch.stack(committed, 1)
 
 
 def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> LogProbFactors:
@@ -165,38 +117,19 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Lo
     factors are log q(n) of every node (B, M), in record order (0 for prompt tokens and padding),
     the router factors log π_φ(i_t | tree_t) of every step (B, S).
 
-    Raises ValueError for a record that no decoder could produce (check_tree_record, and a trunk
-    that does not follow the router's choices to the committed tokens, or a node born outside
-    the local tree of its step), instead of scoring it."""
+    The record is trusted: one from the decoder is well formed by construction; one read from disk
+    is checked where it is read (tools/records.check_tree_record)."""
     cfg = traj.cfg
     B, M = traj.tokens.shape
     S, K = traj.choice.shape[1], cfg.widths[0]
     device = traj.tokens.device
-    check_tree_record(traj, model.cfg.vocab_size)
     node_idx = torch.arange(M, device=device)
     parent = torch.where(node_idx < traj.n_nodes[:, None], traj.parent, -1)  # padding: isolated nodes
     anc, depth = ancestor_mask(parent)  # (B, M, M), (B, M)
     children = children_table(parent, K)  # (B, M, K) children in birth order
-
-    # each step's root and candidates: the root of step 0 is the last prompt token, the root of
-    # step t+1 is the candidate committed at step t; the candidates are the root's children
-    rows = torch.arange(B, device=device)
-    root, roots, committed = traj.prompt_len - 1, [], []
-    for t in range(S):
-        roots.append(root)
-        root = children[rows, root.clamp(min=0), traj.choice[:, t].clamp(0, K - 1)]
-        committed.append(root)
-    roots, committed = torch.stack(roots, 1).clamp(min=0), torch.stack(committed, 1)  # (B, S)
+    roots, _ = step_roots(traj, children)  # (B, S)
     taken = torch.arange(S, device=device) < traj.length[:, None]
     born = traj.birth_step >= 0
-    birth_root = roots.gather(1, traj.birth_step.clamp(0, S - 1))  # (B, M) the root of each node's birth step
-    below = depth - depth.gather(1, birth_root)  # depth below that root
-    _refuse([("a router choice names a candidate that was never born", (taken & (committed < 0)).any(1)),
-             ("the completion is not the tokens the router choices commit",
-              (taken & (traj.tokens.gather(1, committed.clamp(min=0)) != traj.completion)).any(1)),
-             (f"a node was born outside the local tree (depth 1..{len(cfg.widths)} below its step's root)",
-              (born & ~(anc.gather(2, birth_root[..., None]).squeeze(2) & (below >= 1) & (below <= len(cfg.widths))))
-              .any(1))])
 
     # one forward over the union tree
     logits, hidden = model(traj.tokens, depth, anc)  # (B, M, V) fp32, (B, M, C)
@@ -235,25 +168,7 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Lo
     return LogProbFactors(node_logq, born, router_logpi, taken, entropy)
 
 
-def main() -> None:
-    from tools.cli import ArgumentParser  # the command line's helper; the likelihood itself needs none
-    ArgumentParser(description="Decode two LBR rollouts on a tiny random model (fixed seeds) and print, per "
-                   "rollout, the log P(tau) recorded while decoding and the one replayed by tree_logprob: "
-                   "they agree when the replay rebuilds what the decoder saw.").parse_args()
-    torch.manual_seed(0)  # weight init only
-    model = Transformer(ModelConfig(vocab_size=8, n_layer=2, n_head=2, n_kv_head=1, n_embd=32,
-                                    intermediate_size=64, max_seq_len=64)).eval()
-    router = Router(RouterConfig(), 32, 2)
-    torch.nn.init.normal_(router.mlp_out.weight, std=0.5)
-    cfg = LBRConfig(widths=(3, 2), max_new_tokens=12)
-    traj = decode_lbr(model, router, [[1, 2, 3], [4, 5]], cfg, stop_ids=7, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        replay = tree_logprob(model, router, traj)
-    for b in range(2):
-        print(f"row {b}: {int(traj.length[b])} tokens, {int(traj.n_nodes[b] - traj.prompt_len[b])} nodes born; "
-              f"recorded log P = {float(traj.recorded_logprob()[b]):.5f}, replayed = {float(replay.total[b]):.5f}")
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the demo's code is tools/demos.py: the command line is not the likelihood's concern
     from tools.cli import run
-    run(main)
+    from tools.demos import likelihood_demo
+    run(likelihood_demo)

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from decode import CotConfig, LBRConfig, MIN_TEMPERATURE, decode_cot, decode_lbr
+from evaluate import generate
 from soft import SoftConfig
 from helpers import LOGP_TOL, chi2_pvalue, random_router, tiny_model
 from likelihood import sequence_logprob, tree_logprob
 from router import Router, RouterConfig
+from tools.records import check_tree_record
 from tree import children_table
 
 EOS = 5
@@ -195,14 +197,14 @@ def test_bad_input_raises():
         decode_lbr(model, router, [[0] * 10], LBRConfig(widths=(2, 2), max_new_tokens=6), EOS, g)
     with pytest.raises(ValueError, match="context"):
         decode_cot(model, [[0] * 10], CotConfig(max_new_tokens=7), EOS, g)
-    with pytest.raises(ValueError, match="vocabulary"):
-        decode_lbr(model, router, [[0]], LBRConfig(widths=(7,), sampler="distinct", max_new_tokens=2), EOS, g)
+    with pytest.raises(ValueError, match="vocabulary"):  # the caller's checks: evaluate.generate
+        generate(model, router, [[0]], LBRConfig(widths=(7,), sampler="distinct", max_new_tokens=2), EOS, g)
     with pytest.raises(ValueError, match="at least one token"):
         decode_cot(model, [[]], CotConfig(max_new_tokens=4), EOS, g)
     with pytest.raises(ValueError, match="token ids"):
         decode_cot(model, [[9]], CotConfig(max_new_tokens=4), EOS, g)
     with pytest.raises(ValueError, match="max_depth=3"):
-        decode_lbr(model, router, [[0]], LBRConfig(widths=(2, 1, 1), max_new_tokens=2), EOS, g)
+        generate(model, router, [[0]], LBRConfig(widths=(2, 1, 1), max_new_tokens=2), EOS, g)
 
 
 def test_lbr_after_a_prompt_ending_in_eos_samples_like_cot():
@@ -276,18 +278,19 @@ def _last_born(t):
     (_edit("length", lambda x, t: x.__setitem__(0, 0)), "length must lie"),
     (lambda t: _corrupt(t, logq=t.logq[:, :-1]), "logq of shape"),
 ])
-def test_tree_logprob_refuses_records_no_decoder_produces(corrupt, match):
+def test_check_tree_record_refuses_records_no_decoder_produces(corrupt, match):
     """A record whose structure no decoder could produce is refused with a ValueError naming the broken
-    invariant, instead of being scored (an EOS node with a child used to get a log P)."""
+    invariant, instead of being scored (an EOS node with a child used to get a log P): the check runs
+    where a record comes from disk (tools/records.py)."""
     model = tiny_model(vocab=6)
     router = random_router(model, 2)
     traj = decode_lbr(model, router, [[0, 1, 2], [3, 1]], LBRConfig(widths=(3, 2), max_new_tokens=6), EOS,
                       torch.Generator().manual_seed(5))
     assert int(traj.length[0]) >= 3  # the corruptions below need a few steps
     with torch.no_grad():
-        tree_logprob(model, router, traj)  # the decoder's own record passes
+        check_tree_record(traj, model.cfg.vocab_size)  # the decoder's own record passes
         with pytest.raises(ValueError, match=match):
-            tree_logprob(model, router, corrupt(traj))
+            check_tree_record(corrupt(traj), model.cfg.vocab_size)
 
 
 def test_distinct_record_with_equal_siblings_is_refused():
@@ -301,7 +304,7 @@ def test_distinct_record_with_equal_siblings_is_refused():
     completion = traj.completion.clone()
     completion[0, 0] = tokens[0, p + int(traj.choice[0, 0])]
     with torch.no_grad(), pytest.raises(ValueError, match="two siblings the same token"):
-        tree_logprob(model, router, _corrupt(traj, tokens=tokens, completion=completion))
+        check_tree_record(_corrupt(traj, tokens=tokens, completion=completion), model.cfg.vocab_size)
 
 
 def test_kv_cache_copy_and_gather_move_whole_slots_per_row():

@@ -9,7 +9,8 @@ from decode import CotConfig, LBRConfig, decode_cot, decode_lbr, greedy_completi
 from soft import SoftConfig, decode_soft
 from evaluate import generate
 from helpers import LOGP_TOL, random_router, tiny_model
-from likelihood import check_tree_record, tree_logprob
+from likelihood import tree_logprob
+from tools.records import check_tree_record
 from rlvr import trajectory_logprob
 from model import Transformer
 

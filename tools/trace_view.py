@@ -35,6 +35,7 @@ from model import ModelConfig, Transformer
 from router import Router, RouterConfig
 from sft import load_sft_model
 from tasks import get_task
+from tools.records import check_tree_record
 from tree import children_table, parse_widths, subtree_members
 
 
@@ -359,6 +360,11 @@ def show_saved_rollout(args) -> None:
                          f"{'--task ' + task_of[0] if task_of[0] else 'no --task'} (token ids without one)")
     if not 0 <= args.row < len(traj.length):
         raise ValueError(f"--row {args.row}: the file holds rollouts 0..{len(traj.length) - 1}")
+    if isinstance(traj, TreeTrajectory):  # a file can hold anything: the views trust a well-formed record
+        try:
+            check_tree_record(traj, task_of[1] or int(traj.tokens.max()) + 1)
+        except ValueError as e:
+            raise ValueError(f"--rollouts {args.rollouts}: {e}") from None
     itos = get_task(args.task).tokenizer.itos.__getitem__ if args.task else str
     prompt_tokens, steps = steps_of(traj, args.row)
     print(render_text(prompt_tokens, steps, itos))
