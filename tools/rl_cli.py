@@ -218,6 +218,8 @@ def check_args(args) -> None:
     if args.model:
         if not args.data:
             raise ValueError("--model needs --data FILE.jsonl (GSM8K or MATH style) to train and evaluate on")
+        from pretrained.gguf import checkpoint_dir  # a .gguf file: converted once into out/gguf/ (pretrained/gguf.py)
+        args.model = checkpoint_dir(args.model)
         for name in ("config.json", "tokenizer.json"):
             if not os.path.isfile(os.path.join(args.model, name)):
                 raise ValueError(f"--model {args.model}: no {name} there; give a Llama/Qwen checkpoint directory "
