@@ -168,7 +168,28 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Lo
     return LogProbFactors(node_logq, born, router_logpi, taken, entropy)
 
 
-if __name__ == "__main__":  # the demo's code is tools/demos.py: the command line is not the likelihood's concern
+def main() -> None:
+    from tools.cli import ArgumentParser  # the command line's helper; the likelihood itself needs none
+    from decode import LBRConfig, decode_lbr
+    from model import ModelConfig
+    from router import RouterConfig
+    ArgumentParser(description="Decode two LBR rollouts on a tiny random model (fixed seeds) and print, per "
+                   "rollout, the log P(tau) recorded while decoding and the one replayed by tree_logprob: "
+                   "they agree when the replay rebuilds what the decoder saw.").parse_args()
+    torch.manual_seed(0)  # weight init only
+    model = Transformer(ModelConfig(vocab_size=8, n_layer=2, n_head=2, n_kv_head=1, n_embd=32,
+                                    intermediate_size=64, max_seq_len=64)).eval()
+    router = Router(RouterConfig(), 32, 2)
+    torch.nn.init.normal_(router.mlp_out.weight, std=0.5)
+    cfg = LBRConfig(widths=(3, 2), max_new_tokens=12)
+    traj = decode_lbr(model, router, [[1, 2, 3], [4, 5]], cfg, stop_ids=7, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        replay = tree_logprob(model, router, traj)
+    for b in range(2):
+        print(f"row {b}: {int(traj.length[b])} tokens, {int(traj.n_nodes[b] - traj.prompt_len[b])} nodes born; "
+              f"recorded log P = {float(traj.recorded_logprob()[b]):.5f}, replayed = {float(replay.total[b]):.5f}")
+
+
+if __name__ == "__main__":
     from tools.cli import run
-    from tools.demos import likelihood_demo
-    run(likelihood_demo)
+    run(main)

@@ -305,7 +305,22 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-if __name__ == "__main__":  # the demo's code is tools/demos.py: the command line is not the model's concern
+def main() -> None:
+    from tools.cli import ArgumentParser  # the command line's helper; the model itself needs none
+    ArgumentParser(description="Print the tiny model's config, its parameter count, the shapes of one forward "
+                   "and its next-token entropy at initialisation (fixed seeds).").parse_args()
+    cfg = ModelConfig.tiny(vocab_size=64)
+    torch.manual_seed(0)  # weight init, so that the printout is reproducible (LECTURE.md shows it)
+    model = Transformer(cfg)
+    print(cfg)
+    print(f"parameters: {model.num_params() / 1e6:.2f}M")
+    idx = torch.randint(0, cfg.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
+    logits, h = model(idx)
+    print(f"idx {tuple(idx.shape)} -> logits {tuple(logits.shape)} {logits.dtype}, hidden {tuple(h.shape)}")
+    print(f"mean next-token entropy at init: {-(logits.log_softmax(-1).exp() * logits.log_softmax(-1)).sum(-1).mean():.3f}"
+          f" nats (uniform: {math.log(cfg.vocab_size):.3f})")
+
+
+if __name__ == "__main__":
     from tools.cli import run
-    from tools.demos import model_demo
-    run(model_demo)
+    run(main)

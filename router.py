@@ -79,7 +79,15 @@ class Router(nn.Module):
         return self.mlp_out(F.gelu(self.mlp_in(F.gelu(z)))).squeeze(-1)
 
 
-if __name__ == "__main__":  # the demo's code is tools/demos.py: the command line is not the router's concern
+def main() -> None:
+    from tools.cli import ArgumentParser  # the command line's helper; the router itself needs none
+    ArgumentParser(description="Print a router's parameter count for each feature set (root, d1, subtree) "
+                   "at n_embd = 128, lookahead depth 4.").parse_args()
+    for features in FEATURES:
+        router = Router(RouterConfig(features=features), n_embd=128, max_depth=4)
+        print(f"{features:8s} {sum(p.numel() for p in router.parameters()):6d} parameters")
+
+
+if __name__ == "__main__":
     from tools.cli import run
-    from tools.demos import router_demo
-    run(router_demo)
+    run(main)

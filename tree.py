@@ -323,7 +323,28 @@ def subtree_members(children: Tensor, birth_step: Tensor, cand: Tensor, step: Te
     return torch.where((members >= 0) & (born <= step[..., None, None]), members, -1)
 
 
-if __name__ == "__main__":  # the demo's code is tools/demos.py: the command line is not the tree's concern
+def shape_bytes(widths: tuple[int, ...]) -> int:
+    """The bytes of TreeShape.from_widths(widths)'s tables, from the widths alone: with N slots,
+    the (N, N) bool ancestor mask plus int64 parent, depth, sib (N each), children and shift
+    (N x w1 each), subtree (w1 x Ms) and subtree_depth (Ms)."""
+    n = full_tree_slots(widths)
+    ms = (n - 1) // widths[0]  # a candidate's subtree: the slots below the root, shared equally
+    return n * n + 8 * (3 * n + 2 * n * widths[0] + widths[0] * ms + ms)
+
+
+def main() -> None:
+    from tools.cli import ArgumentParser, check_fits  # the command line's helpers; the tree itself needs none
+    ap = ArgumentParser(description="Print the slot layout and the shift map of a local tree shape "
+                        "(slot, depth, parent, sibling index; shift[i, j] = the old slot that new slot j "
+                        "holds after committing candidate i, -1 = empty).")
+    ap.add_argument("widths", nargs="?", default="4,2", help="non-increasing widths per level, e.g. 4,2 or 3,1,1 "
+                    "(default 4,2)")
+    widths = parse_widths(ap.parse_args().widths)
+    check_fits(f"widths {','.join(map(str, widths))}, a tree of {full_tree_slots(widths)} slots,",
+               shape_bytes(widths), hint="give smaller widths such as 4,2 or 3,1,1")
+    print(TreeShape.from_widths(widths).layout())
+
+
+if __name__ == "__main__":
     from tools.cli import run
-    from tools.demos import tree_demo
-    run(tree_demo)
+    run(main)

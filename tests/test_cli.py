@@ -457,8 +457,7 @@ def test_sizes_refused_up_front_are_the_real_sizes():
     lower bound = weights + gradients + AdamW's two moments after a real step, and tree.py's =
     the tensors of the TreeShape."""
     from sft import make_optimizer, training_bytes
-    from tools.demos import shape_bytes
-    from tree import TreeShape
+    from tree import TreeShape, shape_bytes
     cfg = ModelConfig.tiny(40, n_layer=2, n_embd=16, max_seq_len=64)
     torch.manual_seed(0)
     model = Transformer(cfg)

@@ -6,8 +6,7 @@
 A module imports, at its top, only modules of its own layer or below, and never in a cycle. The
 documented entry points import upward inside a function or the `__main__` block, and nothing else
 does: `python rlvr.py` runs its command line (tools/rl_cli.py; `--task math`, the math experiment),
-`python decode.py` the trace viewer, `python model.py` / `tree.py` / `router.py` / `likelihood.py`
-their demos (tools/demos.py).
+`python decode.py` the trace viewer.
 Finally every module imports in a fresh interpreter as the first module of the repository (an
 import cycle that the order of imports hides in one process shows up there).
 """
@@ -35,8 +34,6 @@ LAYERS = [  # lowest first; a module may import its own layer and those before i
 ENTRY_POINTS = {
     ("rlvr", "tools.rl_cli"): ("function", "`python rlvr.py` is the documented command line of GRPO"),
     ("decode", "tools.trace_view"): ("__main__", "`python decode.py` is the documented step-by-step trace"),
-    **{(m, "tools.demos"): ("__main__", f"`python {m}.py` is the documented demo of {m}.py")
-       for m in ("model", "tree", "router", "likelihood")},
 }
 
 
