@@ -1,34 +1,25 @@
 """
-Decoding loops: `cot` (plain token-by-token sampling, or greedy) and `lbr` (Local Branch Routing:
-grow -> route -> commit/prune/shift), batched over prompts of different lengths, with
-a KV cache. Each returns the committed tokens plus a typed record of everything that was
-sampled, which is what likelihood.py needs to recompute log P(τ) under new parameters. (The soft-token
-baseline, decoder and replay, is soft.py.)
-Every decoder takes a set of stop ids (one EOS id, or the several a chat model may end a turn
-with): a row ends at the first one it commits, and in LBR a sampled node whose token is any of
-them gets no children.
+Decoding loops: `cot` (token-by-token sampling, or greedy) and `lbr` (Local Branch Routing: grow ->
+route -> commit -> prune/shift), batched over prompts of different lengths, with a KV cache. Each
+returns the committed tokens and a typed record of everything sampled: what likelihood.py replays
+to recompute log P(τ). A row ends at the first stop id it commits (one EOS id or several); in LBR a
+sampled node whose token is a stop id gets no children.
 
-The KV cache of an LBR batch has three regions, per row:
+The KV cache of an LBR batch has three regions per row (docs/DESIGN.md §4):
     [ tree: one slot per TreeShape slot | scratch: 1 | trunk: prompt + committed tokens ]
-A tree node's keys/values live at its slot; the committed trunk token at position s lives at
-trunk slot s. On commit, the chosen depth-1 node's keys/values are *copied* to the trunk (never
-recomputed); on shift, the tree region is gathered by the same static map as the tree itself.
-Forwards are batched over rows by slot: a slot that one row needs and another does not is
-forwarded for both, and the other row's result goes to the scratch slot and is ignored.
-A full K-ary tree (K, K, ..., K) only grows its last level after a shift: one forward of K^D
-new nodes per committed token. Other shapes need one forward per level they regrow.
+On commit the chosen node's keys/values are *copied* to the trunk (never recomputed); on shift the
+tree region is gathered by the tree's own static map. A slot one row needs and another does not is
+forwarded for both; the other row writes to the scratch slot.
 
-Run `python decode.py` for a readable trace of LBR on a tiny random model (per step: the
-tree with each node's token and log q, the router's probabilities, the committed token).
-`python decode.py --widths 3,1,1 --sampler distinct --steps 4` varies it (the command's code is
-trace_view.main: it reads checkpoints and tasks, which decoding does not need).
+Run `python decode.py` for an LBR rollout of a tiny random model step by step (the command is
+tools/trace_view.py: `--widths 3,1,1 --sampler distinct`, `--trace out/trace.html`, `--help`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 from torch import Tensor
@@ -37,11 +28,8 @@ from model import Transformer, autocast
 from router import Router, RouterInput
 from tree import SAMPLERS, LocalTree, TreeShape, parse_widths, sample_categorical
 
-MAX_TREE_NODES = 1024  # nodes of a full local tree (root included) LBR accepts: (4, 2) has 13, (8, 8, 8) 585;
-# each is forwarded once per step, and TreeShape keeps (nodes x nodes) tables
-MIN_TEMPERATURE = 1e-4  # lowest sampling temperature (model's and router's) accepted: logits / T overflows
-# float32 (max 3.4e38) once T < |logit| / 3.4e38, and inf - inf makes the log-probs NaN; long before that,
-# at T = 1e-4 a logit gap of 0.01 is already 100 nats, so sampling is argmax in all but name: greedy decoding
+MIN_TEMPERATURE = 1e-4  # lowest temperature accepted: at 1e-4 a logit gap of 0.01 is already 100 nats (argmax in
+# all but name: use greedy decoding), and much lower ones overflow logits / T to inf, inf - inf = NaN
 
 
 @dataclass
@@ -69,13 +57,6 @@ class LBRConfig:
         check_temperature("router_temperature", self.router_temperature, "greedy_router for an argmax router")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r}: choose one of {SAMPLERS}")
-        nodes, level = 1, 1
-        for w in self.widths:  # a full tree: 1 + w1 + w1 w2 + ...
-            level *= w
-            nodes += level
-            if nodes > MAX_TREE_NODES:
-                raise ValueError(f"widths {self.widths}: a full tree has over {MAX_TREE_NODES} nodes, each forwarded "
-                                 "at every step; use smaller widths such as 4,2 or 8,1,1")
 
 
 def check_temperature(name: str, value, greedy: str) -> None:
@@ -98,12 +79,9 @@ StopIds = int | Iterable[int]  # the ids that end a rollout: one EOS id, or seve
 
 
 def stop_tuple(stop_ids: StopIds) -> tuple[int, ...]:
-    """The stop ids as a tuple of ints: an int is a one-element tuple; () never stops (the rollout
-    runs to max_new_tokens). Raises ValueError for anything that is not an int or ints.
-
-    A real checkpoint can end a turn with any of several ids (Qwen2.5-Instruct: `<|im_end|>` and
-    `<|endoftext|>`; `eos_token_id` of generation_config.json may be a list): every decoder treats
-    each of them as EOS, one mechanism for one id or many."""
+    """The stop ids as a tuple of ints: an int is a one-element tuple; () never stops. A chat model
+    may end a turn with any of several (Qwen2.5-Instruct: `<|im_end|>`, `<|endoftext|>`); every
+    decoder treats each as EOS. Raises ValueError for anything that is not an int or ints."""
     ids = (stop_ids,) if isinstance(stop_ids, int) else stop_ids
     ids = tuple(ids) if isinstance(ids, (tuple, list, set, frozenset, range)) else (ids,)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
@@ -167,6 +145,8 @@ class TreeTrajectory:
     router_logp: Tensor  # (B, S, K) log π_φ(· | tree_t) over the candidates, recorded; 0 past `length`
     completion: Tensor  # (B, S) committed tokens, 0 past `length`
     length: Tensor  # (B,) steps taken = tokens committed
+    router_input: RouterInput | None = None  # (B, S, ...) what the router read at each step, when kept
+    # (decode_lbr(keep_router_input=True)): a frozen model's features, replayed without the model
 
     def recorded_logprob(self) -> Tensor:
         """log P(τ) as the decoder saw it: Σ log q(n) + Σ_t log π(i_t | tree_t)."""
@@ -177,9 +157,7 @@ class TreeTrajectory:
         """Model forward tokens spent after the prompt, per row: every node born is forwarded once."""
         return self.n_nodes - self.prompt_len
 
-    def model_factors(self) -> Tensor:
-        """LogProbFactors of log P(τ) from the model, per row: one log q(n) per node born."""
-        return self.n_nodes - self.prompt_len
+    model_factors = forward_tokens  # model factors of log P(τ) per row: one log q(n) per node born
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,11 +165,8 @@ class TreeTrajectory:
 
 def prefill(model: Transformer, prompts: list[list[int]], reserve: int, max_new: int,
              lookahead: int) -> tuple:
-    """Forward the right-padded prompts into a fresh cache whose trunk starts at slot `reserve`.
-
-    Returns cache, prompt (B, P), prompt_len (B,), and the last prompt token's logits (B, V)
-    and hidden state (B, C).
-    """
+    """Forward the right-padded prompts into a fresh cache whose trunk starts at slot `reserve`: returns
+    cache, prompt (B, P), prompt_len (B,), the last prompt token's logits (B, V) and hidden state (B, C)."""
     cfg, device = model.cfg, model.embed_tokens.weight.device
     if len(prompts) == 0 or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (start it with a BOS token)")
@@ -256,7 +231,7 @@ class _TreeRecord:
     step the router's choice and probabilities. Column `spill` (past the last node a row can have)
     swallows the writes of slots a row does not need, so every write is one batched scatter."""
 
-    def __init__(self, prompt: Tensor, plen: Tensor, steps: int, shape: TreeShape):
+    def __init__(self, prompt: Tensor, plen: Tensor, steps: int, shape: TreeShape, keep_router_input: bool):
         B, P = prompt.shape
         device = prompt.device
         self.spill = P + steps * (shape.n_slots - 1)  # prompt + at most n_slots - 1 new nodes a step
@@ -271,6 +246,7 @@ class _TreeRecord:
         self.choice = torch.zeros(B, steps, dtype=torch.long, device=device)
         self.router_logp = torch.zeros(B, steps, shape.n_cand, device=device)
         self.completion = torch.zeros(B, steps, dtype=torch.long, device=device)
+        self.router_inputs: list[RouterInput] | None = [] if keep_router_input else None
 
     def add_nodes(self, born: Tensor, tok: Tensor, parent: Tensor, logq: Tensor, step: int) -> Tensor:
         """Record the nodes born (B, n) bool with their tokens, parents' indices and log q; returns
@@ -284,17 +260,22 @@ class _TreeRecord:
         self.n_nodes += born.sum(1)
         return node
 
-    def add_step(self, step: int, active: Tensor, choice: Tensor, logpi: Tensor, tok: Tensor) -> None:
+    def add_step(self, step: int, active: Tensor, choice: Tensor, logpi: Tensor, tok: Tensor, x: RouterInput) -> None:
+        if self.router_inputs is not None:
+            self.router_inputs.append(x)
         self.choice[:, step] = torch.where(active, choice, 0)
         self.router_logp[:, step] = torch.where(active[:, None], logpi, 0.0)
         self.completion[:, step] = torch.where(active, tok, 0)
 
     def trajectory(self, cfg: LBRConfig, stop_ids: tuple[int, ...], plen: Tensor, n_gen: Tensor) -> TreeTrajectory:
         M, S = int(self.n_nodes.max()), int(n_gen.max())
+        xs = self.router_inputs
+        x = None if xs is None else RouterInput(**{f: xs[0].sub_depth if f == "sub_depth" else  # (Ms,) for all
+                                                   torch.stack([getattr(xi, f) for xi in xs[:S]], 1) for f in vars(xs[0])})
         return TreeTrajectory(cfg=cfg, stop_ids=stop_ids, prompt_len=plen, tokens=self.tokens[:, :M],
                               parent=self.parent[:, :M], birth_step=self.birth_step[:, :M], logq=self.logq[:, :M],
                               n_nodes=self.n_nodes, choice=self.choice[:, :S], router_logp=self.router_logp[:, :S],
-                              completion=self.completion[:, :S], length=n_gen)
+                              completion=self.completion[:, :S], length=n_gen, router_input=x)
 
 
 def _node_mask(tree_anc: Tensor, slots: Tensor, trunk_len: Tensor) -> Tensor:
@@ -333,8 +314,8 @@ def _grow(model: Transformer, tree: LocalTree, record: _TreeRecord, cache, cfg: 
 
 
 def _route(model: Transformer, router: Router, tree: LocalTree, cfg: LBRConfig,
-           generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Score the depth-1 subtrees and draw the candidate to commit: (choice (B,), log π (B, K))."""
+           generator: torch.Generator) -> tuple[Tensor, Tensor, RouterInput]:
+    """Score the depth-1 subtrees and draw the candidate to commit: (choice (B,), log π (B, K), the router's input)."""
     shape = tree.shape
     cand_tok = tree.tok[:, shape.subtree[:, 0]]  # (B, K)
     root_logp = (model.head(tree.hidden[:, 0]) / cfg.temperature).log_softmax(-1)  # (B, V)
@@ -342,16 +323,17 @@ def _route(model: Transformer, router: Router, tree: LocalTree, cfg: LBRConfig,
                     sub_depth=shape.subtree_depth, root_hidden=tree.hidden[:, 0],
                     cand_emb=model.embed_tokens(cand_tok), cand_logp=root_logp.gather(1, cand_tok))
     logpi = (router(x).float() / cfg.router_temperature).log_softmax(-1)  # (B, K)
-    return (logpi.argmax(-1) if cfg.greedy_router else sample_categorical(logpi, generator)), logpi
+    return (logpi.argmax(-1) if cfg.greedy_router else sample_categorical(logpi, generator)), logpi, x
 
 
 @torch.no_grad()
 def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg: LBRConfig, stop_ids: StopIds,
-               generator: torch.Generator) -> TreeTrajectory:
+               generator: torch.Generator, keep_router_input: bool = False) -> TreeTrajectory:
     """LBR decoding: at every step grow the local tree, route, commit, prune and shift. A sampled
     node whose token is a stop id gets no children; a row ends when it commits one, or after
     cfg.max_new_tokens tokens. The caller checks that the router reads trees this deep and that
-    the sampler suits the vocabulary (evaluate.generate)."""
+    the sampler suits the vocabulary (evaluate.generate). keep_router_input: record what the router
+    read at every step (TreeTrajectory.router_input), for router-only RL on a frozen model."""
     stop_ids = stop_tuple(stop_ids)
     device = model.embed_tokens.weight.device
     shape = TreeShape.from_widths(cfg.widths).to(device)
@@ -359,7 +341,7 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
     with autocast(device):
         cache, prompt, plen, _, h = prefill(model, prompts, trunk_start, cfg.max_new_tokens, shape.max_depth)
         rows = torch.arange(len(prompts), device=device)
-        record = _TreeRecord(prompt, plen, cfg.max_new_tokens, shape)
+        record = _TreeRecord(prompt, plen, cfg.max_new_tokens, shape, keep_router_input)
         tree = LocalTree.start(shape, prompt[rows, plen - 1], h, plen - 1)
         stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
         trunk_len = plen.clone()  # trunk tokens (the root is the last one)
@@ -367,11 +349,11 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
         active = torch.ones(len(prompts), dtype=torch.bool, device=device)
         for t in range(cfg.max_new_tokens):
             _grow(model, tree, record, cache, cfg, t, active, trunk_len, stops, generator)
-            choice, logpi = _route(model, router, tree, cfg, generator)
+            choice, logpi, x = _route(model, router, tree, cfg, generator)
             # commit: the chosen node joins the trunk; its keys/values are copied, not recomputed
             chosen = shape.subtree[:, 0][choice]  # (B,) slot
             tok = tree.tok[rows, chosen]
-            record.add_step(t, active, choice, logpi, tok)
+            record.add_step(t, active, choice, logpi, tok, x)
             cache.copy_slot(chosen, torch.where(active, trunk_start + trunk_len, scratch))
             trunk_len += active
             n_gen += active
@@ -381,19 +363,6 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
             # prune + shift: the chosen subtree becomes the tree; move the cache's tree region alike
             cache.gather_slots(tree.commit(choice).clamp(min=0))  # (B, N) source slot of each slot
         return record.trajectory(cfg, stop_ids, plen, n_gen)
-
-
-GreedyDecoder = Callable[[Transformer, list[list[int]], StopIds, int], list[list[int]]]  # what tasks' health takes
-
-
-def greedy_completions(model: Transformer, prompts: list[list[int]], stop_ids: StopIds,
-                       max_new_tokens: int) -> list[list[int]]:
-    """Greedy (argmax) `cot` completion of every prompt: its committed tokens, the stop id included
-    when one was committed. A GreedyDecoder: the tasks' health checks receive it from their caller
-    (sft.py, the experiments) rather than importing a decoder, so a task stays data and a verifier."""
-    g = torch.Generator(model.embed_tokens.weight.device).manual_seed(0)  # argmax draws nothing from it
-    traj = decode_cot(model, prompts, CotConfig(greedy=True, max_new_tokens=max_new_tokens), stop_ids, g)
-    return [c[:m] for c, m in zip(traj.completion.tolist(), traj.length.tolist())]
 
 
 if __name__ == "__main__":

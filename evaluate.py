@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ Trajectory = SequenceTrajectory | SoftTrajectory | TreeTrajectory  # what it rec
 
 
 def generate(model: Transformer, router: Router | None, prompts: list[list[int]], cfg: DecodeConfig,
-             stop_ids: StopIds, generator: torch.Generator) -> Trajectory:
+             stop_ids: StopIds, generator: torch.Generator, keep_router_input: bool = False) -> Trajectory:
     """The decoding loop the config asks for (the one function that picks between the decoders); a row ends at
     its first committed stop id (see stop_tuple) or after cfg.max_new_tokens tokens."""
     if isinstance(cfg, LBRConfig):
@@ -43,10 +44,23 @@ def generate(model: Transformer, router: Router | None, prompts: list[list[int]]
         if getattr(router, "max_depth", len(cfg.widths)) < len(cfg.widths):  # a readout reads any depth
             raise ValueError(f"the router reads trees of depth <= {router.max_depth}, the widths {cfg.widths} have "
                              f"depth {len(cfg.widths)}: build Router(..., max_depth={len(cfg.widths)})")
-        return decode_lbr(model, router, prompts, cfg, stop_ids, generator)
+        return decode_lbr(model, router, prompts, cfg, stop_ids, generator, keep_router_input)
     if isinstance(cfg, SoftConfig):
         return decode_soft(model, prompts, cfg, stop_ids, generator)
     return decode_cot(model, prompts, cfg, stop_ids, generator)
+
+
+GreedyDecoder = Callable[[Transformer, list[list[int]], StopIds, int], list[list[int]]]  # what tasks' health takes
+
+
+def greedy_completions(model: Transformer, prompts: list[list[int]], stop_ids: StopIds,
+                       max_new_tokens: int) -> list[list[int]]:
+    """Greedy (argmax) `cot` completion of every prompt: its committed tokens, the stop id included
+    when one was committed. A GreedyDecoder: the tasks' health checks receive it from their caller
+    (sft.py, the experiments) rather than importing a decoder, so a task stays data and a verifier."""
+    g = torch.Generator(model.embed_tokens.weight.device).manual_seed(0)  # argmax draws nothing from it
+    traj = decode_cot(model, prompts, CotConfig(greedy=True, max_new_tokens=max_new_tokens), stop_ids, g)
+    return [c[:m] for c, m in zip(traj.completion.tolist(), traj.length.tolist())]
 
 
 def rewards_of(task, examples: list[Example], traj: Trajectory, repeat: int) -> Tensor:

@@ -1,22 +1,16 @@
 """
 Log-probabilities of recorded trajectories under the *current* parameters, with gradients.
 
-`cot` (a plain sequence):
-    log P(y) = Σ_t log p_θ(y_t | x, y_<t)
+    cot:  log P(y) = Σ_t log p_θ(y_t | x, y_<t)
+    lbr:  log P(τ) = Σ_{nodes n born in τ} log q(n) + Σ_{steps t} log π_φ(i_t | tree_t)   (docs/DESIGN.md §3)
 
-`lbr` (a tree trajectory τ, docs/DESIGN.md §3.1; the one-forward replay is §3.4):
-    log P(τ) = Σ_{nodes n born in τ} log q(n) + Σ_{steps t} log π_φ(i_t | tree_t)
+A tree trajectory is replayed with one forward over its union tree (prompt, committed trunk, every
+pruned subtree) with an ancestor mask and position = depth: a node's hidden state depends only on
+its ancestors, so this reproduces every hidden state and logit the decoder saw. Each step's root,
+candidates and tree_t are derived from the recorded parent pointers and birth steps; a bookkeeping
+error shows up as a replayed log P(τ) that differs from the recorded one (tests/test_decode.py).
 
-The replay of a tree trajectory is one forward pass over the union tree (the prompt chain, the
-committed trunk, every pruned subtree), with an ancestor attention mask and position = depth:
-a node's hidden state depends only on its ancestors, so this reproduces every hidden state and
-every logit the decoder saw. Everything else is derived from the recorded parent pointers and
-birth steps: each step's root (the last committed node), its candidates (the root's children),
-and tree_t (the root's descendants born at a step <= t). A bookkeeping error in the decoder
-then shows up as a replayed log P(τ) that differs from the recorded one (tests/test_decode.py).
-
-Run `python likelihood.py` to decode a few LBR rollouts on a tiny random model and compare the
-recorded log P(τ) with the replayed one.
+Run `python likelihood.py` to compare recorded and replayed log P(τ) of a few tiny LBR rollouts.
 """
 
 from __future__ import annotations
@@ -128,7 +122,6 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Lo
     anc, depth = ancestor_mask(parent)  # (B, M, M), (B, M)
     children = children_table(parent, K)  # (B, M, K) children in birth order
     roots, _ = step_roots(traj, children)  # (B, S)
-    taken = torch.arange(S, device=device) < traj.length[:, None]
     born = traj.birth_step >= 0
 
     # one forward over the union tree
@@ -162,10 +155,26 @@ def tree_logprob(model: Transformer, router: Router, traj: TreeTrajectory) -> Lo
         root_hidden=hidden_flat[row0 + roots],  # (B, S, C)
         cand_emb=model.embed_tokens(cand_tok),
         cand_logp=logp_flat[(row0 + roots)[..., None], cand_tok])  # (B, S, K)
-    logpi = (router(x).float() / cfg.router_temperature).log_softmax(-1)  # (B, S, K)
-    router_logpi = torch.where(taken, logpi.gather(2, traj.choice.clamp(0, K - 1)[..., None]).squeeze(2), 0.0)
-    entropy = torch.where(taken, -(logpi.exp() * logpi).sum(-1), 0.0)  # (B, S) for an entropy bonus (rlvr.py)
-    return LogProbFactors(node_logq, born, router_logpi, taken, entropy)
+    return LogProbFactors(node_logq, born, *router_factors(router, x, traj))
+
+
+def router_factors(router: Router, x: RouterInput, traj: TreeTrajectory) -> tuple[Tensor, Tensor, Tensor]:
+    """The router's factors of a trajectory from its inputs x (B, S, ...): log π_φ(i_t | tree_t) (B, S),
+    the steps taken (B, S) bool, and the entropy of π_φ(· | tree_t) in nats (B, S); 0 past `length`."""
+    taken = torch.arange(traj.choice.shape[1], device=traj.choice.device) < traj.length[:, None]
+    logpi = (router(x).float() / traj.cfg.router_temperature).log_softmax(-1)  # (B, S, K)
+    router_logpi = torch.where(taken, logpi.gather(2, traj.choice.clamp(0, logpi.shape[-1] - 1)[..., None]).squeeze(2), 0.0)
+    entropy = torch.where(taken, -(logpi.exp() * logpi).sum(-1), 0.0)  # for an entropy bonus (rlvr.py)
+    return router_logpi, taken, entropy
+
+
+def frozen_model_logprob(router: Router, traj: TreeTrajectory) -> LogProbFactors:
+    """tree_logprob's factors when the model has not changed since decoding (router-only RL), from
+    the record alone: the model factors are the recorded log q(n), the router's are computed from
+    the recorded inputs (traj.router_input). Both depend on no trained parameter, so values and
+    gradients are tree_logprob's (up to float rounding) without forwarding the union tree."""
+    assert traj.router_input is not None, "decode with keep_router_input=True"
+    return LogProbFactors(traj.logq, traj.birth_step >= 0, *router_factors(router, traj.router_input, traj))
 
 
 def main() -> None:

@@ -1,21 +1,15 @@
 """
 The language model p_θ: a decoder-only transformer written from scratch.
 
-Llama / Qwen2 / Qwen3 family: RoPE positions (optionally with Llama 3.1's frequency scaling),
-RMSNorm, SwiGLU MLP, grouped-query attention, optional q/k/v biases (Qwen2), optional per-head
-q/k RMSNorm with a head width of its own (Qwen3), tied embeddings. The tiny GPT of the synthetic
-experiments is just a small config of the same code. Module names follow the Hugging Face
-layout so that a checkpoint's tensors map onto ours by name.
-
-What LBR needs from a model, and why the forward looks the way it does:
-- explicit position ids, because a node of the local tree sits at position
-  (length of the committed sequence - 1) + (its depth in the tree), whatever order it is
-  forwarded in;
-- an explicit boolean attention mask, because a tree node may only attend to its ancestors
-  (a causal mask is the special case of a chain);
-- a KV cache written at explicit slots, because the decoder keeps tree nodes and committed
-  tokens in different regions of the cache and moves them around on commit/shift;
-- the final hidden states, because the router reads them.
+Llama / Qwen2 / Qwen3 family: RoPE (optionally Llama 3.1's frequency scaling), RMSNorm, SwiGLU,
+grouped-query attention, optional q/k/v biases (Qwen2) and per-head q/k RMSNorm (Qwen3), tied
+embeddings; module names follow the Hugging Face layout so checkpoints map by name. The tiny GPT
+of the synthetic experiments is a small config of the same code. What LBR needs of it:
+- explicit position ids: a tree node sits at (committed length - 1) + its depth, whatever order it
+  is forwarded in;
+- an explicit boolean attention mask: a tree node attends only to its ancestors (causal is a chain);
+- a KV cache written at explicit slots, which the decoder moves on commit and shift;
+- the final hidden states, which the router reads.
 
 Run `python model.py` to print the tiny config, its parameter count and a forward's shapes.
 """
@@ -73,13 +67,9 @@ class ModelConfig:
 
     @classmethod
     def tiny(cls, vocab_size: int, n_layer: int = 2, n_embd: int = 64, max_seq_len: int = 512) -> "ModelConfig":
-        """The small GPT of the synthetic experiments (~0.1M parameters at the defaults).
-
-        Untied head and no final norm: on content-addressed lookups (find a token in the prompt,
-        copy its neighbour), which the synthetic tasks are made of, small models with a final norm
-        sat on the loss plateau for thousands of steps while this variant learned them within
-        ~1.5k (measured on 2 seeds, also with an independent PyTorch transformer).
-        """
+        """The small GPT of the synthetic experiments (~0.1M parameters at the defaults). Untied head and
+        no final norm: on the tasks' content-addressed lookups, small models with a final norm sat on
+        the loss plateau for thousands of steps, this variant learned them within ~1.5k."""
         return cls(vocab_size=vocab_size, n_layer=n_layer, n_head=4, n_kv_head=4, n_embd=n_embd,
                    intermediate_size=3 * n_embd, max_seq_len=max_seq_len, tie_embeddings=False, final_norm=False)
 
@@ -105,16 +95,11 @@ class RMSNorm(nn.Module):
 
 
 def rope_frequencies(cfg: ModelConfig, device: torch.device) -> Tensor:
-    """The rotary frequencies ω_i = theta^(-2i/d), i < d/2 (d = head_dim), in radians per position, (d/2,) fp32.
+    """The rotary frequencies ω_i = theta^(-2i/d), i < d/2 (d = head_dim), radians per position, (d/2,) fp32.
 
-    With `rope_type="llama3"` they are rescaled for long contexts the way Llama 3.1+ were trained
-    (Meta's reference `apply_scaling` in llama/model.py; transformers' `_compute_llama3_parameters`).
-    A frequency's wavelength λ = 2π/ω is the distance after which its rotation repeats; with L the
-    pre-training context: short wavelengths (λ < L / high_freq_factor) resolve local order and are
-    kept, long ones (λ > L / low_freq_factor) are divided by `factor` (position interpolation:
-    positions up to factor·L look like positions up to L did), and in between the two are mixed
-    with weight s = (L/λ - low) / (high - low) on the unscaled frequency.
-    """
+    rope_type="llama3" rescales them as Llama 3.1+ were trained (Meta's `apply_scaling`): with
+    wavelength λ = 2π/ω and L the pre-training context, λ < L/high is kept, λ > L/low is divided by
+    `factor` (position interpolation), and in between the two mix with weight s = (L/λ - low)/(high - low)."""
     d = cfg.head_dim
     inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
     if cfg.rope_type == "default":

@@ -1,30 +1,21 @@
 """
-RL from verifiable rewards for every decoding method: GRPO on `cot`, `soft` or `lbr` rollouts,
-Pass@k evaluation, metrics and resumable checkpoints.
-
-One loop for every method (docs/DESIGN.md §6): for each prompt draw G rollouts, reward 0/1 from the
+GRPO for every decoding method (docs/DESIGN.md §6): rollouts -> advantages -> loss -> update, in a
+resumable train loop. For each prompt draw G rollouts (`cot`, `soft` or `lbr`), reward 0/1 from the
 task's verifier (0 for a rollout cut off at max_new_tokens), advantage = reward - group mean
 (optionally / group std), and minimise
 
     L = -(1/B) Σ_rollouts Σ_factors min(r_f A, clip(r_f, 1-ε, 1+ε) A),   r_f = exp(log p_f - log p_f^old)
 
-over the factors of log P(τ) (rlvr.trajectory_logprob: the tokens of a sequence; the K draws of
-every soft step; the node births and router choices of an LBR tree). On the first epoch r_f = 1, so the gradient is exactly the
-likelihood-ratio gradient -(1/B) Σ A ∇ log P(τ), normalised by the batch, not by each rollout's
-length. More epochs per batch (PPO, with the dual clip c A for A < 0), a KL penalty to the
-initial model and DAPO's overlong filtering (truncated rollouts out of the loss) are options. Base
-model and router are trained jointly; --freeze-model / --freeze-router train one of them.
+over the factors of log P(τ) (`trajectory_logprob`: a sequence's tokens; a soft step's K draws; an
+LBR tree's node births and router choices). On the first epoch r_f = 1 and the gradient is exactly
+the likelihood-ratio gradient -(1/B) Σ A ∇ log P(τ). Options: PPO epochs with dual clip, a KL
+penalty to the initial model, DAPO's overlong filtering, --freeze-model / --freeze-router.
 
-Run (a pre-trained base model is made with sft.py, or by `make synthetic`):
-    python rlvr.py --task planning --base out/planning/base_s0.pt --method lbr --widths 4,1,1 \\
-        --sampler distinct --out out/rl/lbr_s0
-    python rlvr.py --task planning --base out/planning/base_s0.pt --method cot --out out/rl/cot_s0
-    python rlvr.py --task planning --base out/planning/base_s0.pt --method lbr --eval-only --out ...
-    torchrun --nproc_per_node=2 rlvr.py --task planning --base ... --method lbr --out ...   # several GPUs/processes
-    python rlvr.py --model DIR --data train.jsonl --eval-data test.jsonl --method lbr --widths 4,1 \\
-        --sampler iid --out out/qwen_lbr   # a local Llama/Qwen checkpoint on GSM8K- or MATH-style data
-    python rlvr.py --task math              # the math experiment: pre-train, rlvr/soft/lbr, results/math.md
-    python rlvr.py --task math --quick      # the same at toy size, about a minute
+    python rlvr.py --task planning --base out/planning/base_s0.pt --method lbr --widths 4,1,1 --out out/rl/lbr
+    python rlvr.py --model DIR_OR_FILE.gguf --data train.jsonl --eval-data test.jsonl --method lbr --out out/real
+    torchrun --nproc_per_node=2 rlvr.py ...   # several GPUs or processes
+    python rlvr.py --task math [--quick]      # the math experiment -> results/math.md
+    python rlvr.py --help                     # every option (the command line is tools/rl_cli.py)
 """
 
 from __future__ import annotations
@@ -41,7 +32,7 @@ from tqdm import tqdm
 
 from decode import CotConfig, LBRConfig, TreeTrajectory, truncated
 from evaluate import DecodeConfig, Trajectory, generate, rewards_of
-from likelihood import LogProbFactors, sequence_logprob, tree_logprob
+from likelihood import LogProbFactors, frozen_model_logprob, sequence_logprob, tree_logprob
 from model import Transformer, autocast
 from pretrained.checkpoint import save_pt
 from router import Router, RouterConfig
@@ -49,7 +40,7 @@ from soft import SoftConfig, SoftTrajectory, soft_logprob
 from tasks.common import Seeds, make_examples
 from tools.cli import check_float, check_int, run
 from tools.distributed import all_reduce_grads, all_reduce_sum, dist_rank_world
-from tools.runs import resume, save_checkpoint, write_metrics
+from tools.runs import resume, save_checkpoint, step_metrics, write_metrics
 from tree import TreeShape
 
 
@@ -98,6 +89,8 @@ def trajectory_logprob(model: Transformer, router: Router | None, traj: Trajecto
     """Every factor of log P(τ) under the current parameters, for the trajectory of any method: the
     one function that picks between the replays (likelihood.py, soft.py)."""
     if isinstance(traj, TreeTrajectory):
+        if traj.router_input is not None and not any(p.requires_grad for p in model.parameters()):
+            return frozen_model_logprob(router, traj)  # router-only RL: the recorded features, no model forward
         return tree_logprob(model, router, traj)
     if isinstance(traj, SoftTrajectory):
         logp, mask = soft_logprob(model, traj).flatten(1), traj.active.flatten(1)
@@ -128,21 +121,13 @@ def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
 
 
 def grpo_advantages(rewards: Tensor, normalize_std: bool) -> Tensor:
-    """rewards (P, G), G rollouts of each of P prompts -> advantages (P*G,): each reward minus the
-    mean of its group, optionally divided by the group's standard deviation (+1e-6); GRPO, Shao et
-    al. 2024, "DeepSeekMath", §4.1.2 (outcome supervision).
+    """rewards (P, G), G rollouts of each of P prompts -> advantages (P*G,): each reward minus its
+    group's mean, optionally / (group std + 1e-6); GRPO (Shao et al. 2024, "DeepSeekMath", §4.1.2).
+    ValueError for G < 2 (a group of one is its own baseline), empty or non-finite rewards.
 
-    The group mean is the baseline, so a group needs G >= 2 rollouts: a group of one is its own
-    baseline (advantage 0 whatever the reward: nothing is learned) and its std is undefined (NaN),
-    hence refused (ValueError), as are empty and non-finite rewards. A group whose rewards are all
-    equal expresses no preference: its advantages are exactly 0 for any float value (the mean of
-    eight 0.7s is not exactly 0.7 in floating point, and dividing that rounding error by a std of
-    ~0 would turn it into a full-size advantage). So does a group whose rewards differ by no more
-    than that rounding: the float mean of G rewards is off by up to (G - 1) u Σ|r| / G < G eps max|r|
-    (u = eps / 2, recursive summation), so a spread max - min within G eps max|r| cannot be told
-    from rounding (with normalize_std, rewards 100, 100 + 1 ulp, 100, 100 + 1 ulp would get the
-    advantages 0, 1.06, 0, 1.06).
-    """
+    A group whose rewards are equal up to rounding gets advantages exactly 0: the float mean of G
+    rewards is off by up to (G - 1) u Σ|r| / G < G eps max|r| (recursive summation, u = eps / 2),
+    and dividing that error by a std of ~0 would make it a full-size advantage."""
     if rewards.dim() != 2 or rewards.numel() == 0:
         raise ValueError(f"rewards must be a non-empty (prompts, group size) matrix, got shape {tuple(rewards.shape)}")
     if rewards.shape[1] < 2:
@@ -167,12 +152,8 @@ def policy_loss(new: LogProbFactors, old_logp: Tensor, adv: Tensor, clip_eps: fl
     With old_logp = new.logp.detach() (the first epoch) every ratio is 1 and the gradient is
     -(1/B) Σ_b A_b ∇ log P(τ_b).
 
-    Dual clip (dual-clip PPO: Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep
-    Reinforcement Learning"; verl's clip_ratio_c, 3 by default): for A < 0 the PPO term
-    min(r A, clip(r) A) is r A for r >= 1 - ε and falls without bound as the ratio r grows (A = -1,
-    log r = 8: a loss of e^8 = 2981 for one factor), so it is bounded below by c A: the factor's loss
-    is at most c |A|, and a factor past r = c gets no gradient. At r = 1 (the first epoch) nothing
-    changes.
+    Dual clip (Ye et al. 2020; verl's clip_ratio_c = 3): for A < 0 the PPO term is r A for r >= 1 - ε,
+    unbounded as r grows, so it is bounded below by c A (a factor past r = c gets no gradient).
     """
     ratio = torch.exp(new.logp - old_logp)
     a = adv[:, None]
@@ -182,12 +163,9 @@ def policy_loss(new: LogProbFactors, old_logp: Tensor, adv: Tensor, clip_eps: fl
 
 
 def factors_per_token(dec: DecodeConfig) -> int:
-    """The number of factors of log P(τ) per committed token, a constant of the method's shape:
-    `cot` 1 (the token), `soft` K (its draws), `lbr` the nodes born at a step plus the router's choice.
-    After the first step an LBR step keeps the committed candidate's subtree (it becomes the new
-    local tree minus one level) and refills the rest: widths (4, 1) give 9 - 2 = 7 births + 1.
-    (Ends of sequences and EOS leaves give a little fewer.) RLConfig.factor_norm divides the loss by it:
-    a constant, so the gradient stays an unbiased estimate, of the objective divided by it."""
+    """Factors of log P(τ) per committed token, a constant of the method (RLConfig.factor_norm divides
+    the loss by it): `cot` 1, `soft` K, `lbr` the nodes a step refills (all but the kept subtree:
+    widths (4, 1) give 9 - 2 = 7) + the router's choice."""
     if isinstance(dec, LBRConfig):
         shape = TreeShape.from_widths(dec.widths)
         return shape.n_slots - shape.subtree.shape[1] + 1
@@ -200,10 +178,8 @@ def kl_penalty(new: LogProbFactors, ref_logp: Tensor, n_rollouts: int | None = N
     """k3 estimate of KL(current || reference) summed over the model's sampled factors, per rollout:
     e^d - d - 1 with d = log p_ref - log p (Schulman 2020, "Approximating KL divergence").
 
-    d is clamped to [-20, 20] first, as verl (trainer/ppo/core_algos.py, kl_penalty 'low_var_kl') and
-    OpenRLHF (models/utils.py, compute_approx_kl 'k3') do: e^d overflows float32 at d = 89 (a factor the
-    current model all but ruled out), and an infinite loss and gradient would end the run. A
-    clamped factor contributes e^20 - 21 (or 19 + e^-20) and no gradient."""
+    d is clamped to [-20, 20] (as verl's 'low_var_kl' and OpenRLHF's 'k3'): e^d overflows float32 at
+    d = 89; a clamped factor contributes e^20 - 21 (or 19 + e^-20) and no gradient."""
     d = (ref_logp - new.logp).clamp(-20.0, 20.0)
     k3 = torch.exp(d) - d - 1
     return (k3 * (new.mask & new.is_model_factor)).sum() / (n_rollouts or new.logp.shape[0])
@@ -227,30 +203,15 @@ def trainable_groups(model: Transformer, router: Router | None, dec: DecodeConfi
     """The optimiser's parameter groups (model, router), each with its learning rate; freezes the
     rest (requires_grad False: --freeze-model, --freeze-router, the router of a method without one).
     Raises ValueError when nothing is left to train."""
-    is_tree = isinstance(dec, LBRConfig)
-    groups = []
-    if not cfg.freeze_model:
-        groups.append({"params": list(model.parameters()), "lr": cfg.model_lr})
-    if is_tree and not cfg.freeze_router:
-        groups.append({"params": list(router.parameters()), "lr": cfg.router_lr})
+    train_router = isinstance(dec, LBRConfig) and not cfg.freeze_router
+    model.requires_grad_(not cfg.freeze_model)
+    if router is not None:
+        router.requires_grad_(train_router)
+    groups = ([{"params": list(model.parameters()), "lr": cfg.model_lr}] if not cfg.freeze_model else []) + \
+             ([{"params": list(router.parameters()), "lr": cfg.router_lr}] if train_router else [])
     if not groups:
         raise ValueError("nothing to train: unfreeze the model or (for lbr) the router")
-    for p in model.parameters():
-        p.requires_grad_(not cfg.freeze_model)
-    if router is not None:
-        for p in router.parameters():
-            p.requires_grad_(is_tree and not cfg.freeze_router)
     return groups
-
-
-def check_shards(cfg: RLConfig, world: int) -> int:
-    """The number of rollout shards per step (cfg.shards, or one per process); ValueError unless
-    every process takes the same number of whole shards of whole prompts."""
-    shards = cfg.shards or world
-    if shards % world or cfg.prompts_per_step % shards:
-        raise ValueError(f"shards={shards} must be a multiple of the {world} processes and divide "
-                         f"prompts_per_step={cfg.prompts_per_step}; set --shards")
-    return shards
 
 
 def collect_rollouts(model: Transformer, router: Router | None, task, dec: DecodeConfig, cfg: RLConfig, step: int,
@@ -271,7 +232,8 @@ def collect_rollouts(model: Transformer, router: Router | None, task, dec: Decod
     for s in range(rank, shards, world):
         part = examples[s * P // shards: (s + 1) * P // shards]
         g = torch.Generator(device).manual_seed(seeds.train_step(step, shard=s))
-        traj = generate(model, router, [e.prompt for e in part for _ in range(G)], dec, task.stop_ids, g)
+        traj = generate(model, router, [e.prompt for e in part for _ in range(G)], dec, task.stop_ids, g,
+                        keep_router_input=cfg.freeze_model)  # a frozen model's features: the replay reads them
         rewards = rewards_of(task, part, traj, G).to(device)  # 0 for a truncated rollout
         adv = grpo_advantages(rewards.view(len(part), G).float(), cfg.normalize_std)
         ref_logp = None
@@ -329,39 +291,6 @@ def update(model: Transformer, router: Router | None, opt: torch.optim.Optimizer
     return out
 
 
-def router_entropy(traj: Trajectory) -> tuple[float, int]:
-    """(sum of H(π_φ(· | tree_t)) in nats over the steps taken, number of those steps) of the router
-    distributions an LBR decoder sampled from (recorded in the trajectory); (0, 0) for other methods."""
-    if not isinstance(traj, TreeTrajectory):
-        return 0.0, 0
-    taken = torch.arange(traj.choice.shape[1], device=traj.choice.device) < traj.length[:, None]  # (B, S)
-    h = -(traj.router_logp.exp() * traj.router_logp).nan_to_num().sum(-1)  # (B, S, K) -> (B, S); 0·log 0 = 0
-    return float(h[taken].sum()), int(taken.sum())
-
-
-def step_metrics(step: int, batches: list[RolloutBatch], upd: dict[str, float], cfg: RLConfig, t0: float,
-                 device: torch.device) -> dict:
-    """The metrics row of step `step` (0-based) over all processes' rollouts: mean reward, the fraction
-    truncated (cut off at max_new_tokens), loss, gradient norms (`update`), forward tokens per committed
-    token, mean length, mean model factors per rollout, and for lbr the mean entropy of the router per
-    step (nats; log K is uniform)."""
-    n_rollouts = cfg.prompts_per_step * cfg.group_size
-    ent = [router_entropy(b.traj) for b in batches]
-    sums = all_reduce_sum([sum(float(b.rewards.float().sum()) for b in batches),
-                           sum(float(b.truncated.sum()) for b in batches),
-                           sum(float(b.traj.forward_tokens().sum()) for b in batches),
-                           sum(float(b.traj.length.sum()) for b in batches),
-                           sum(float(b.traj.model_factors().sum()) for b in batches),
-                           sum(e[0] for e in ent), sum(e[1] for e in ent)], device)
-    reward_sum, cut_sum, fwd_sum, len_sum, factor_sum, ent_sum, ent_steps = sums
-    row = {"step": step + 1, "reward": reward_sum / n_rollouts, "truncated": cut_sum / n_rollouts, **upd,
-           "fwd_per_token": fwd_sum / max(len_sum, 1), "length": len_sum / n_rollouts,
-           "model_factors": factor_sum / n_rollouts, "seconds": time.time() - t0}
-    if ent_steps:
-        row["router_entropy"] = ent_sum / ent_steps
-    return row
-
-
 def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig, cfg: RLConfig,
              out_dir: str, quiet: bool = False) -> list[dict]:
     """Run (or resume) RL; returns the per-step metrics. Writes out_dir/{metrics.jsonl, rl.pt, rollouts.pt}
@@ -378,7 +307,10 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
     start, history = resume(ckpt_path, cfg, dec, model, router, opt, ref_model)
     if rank == 0:
         write_metrics(metrics_path, history)  # exactly the checkpoint's steps
-    shards = check_shards(cfg, world)
+    shards = cfg.shards or world  # rollout slices per step; every process takes as many whole ones
+    if shards % world or cfg.prompts_per_step % shards:
+        raise ValueError(f"shards={shards} must be a multiple of the {world} processes and divide "
+                         f"prompts_per_step={cfg.prompts_per_step}; set --shards")
     bar = tqdm(range(start, cfg.steps), desc=f"rl {type(dec).__name__[:-6].lower()}", initial=start, total=cfg.steps,
                disable=quiet or rank > 0)
     for step in bar:

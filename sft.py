@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pretrained.checkpoint import load_pt, save_pt
 from tools.cli import ArgumentParser, check_device, check_fits, check_float, check_int, check_out_file, run
-from decode import greedy_completions
+from evaluate import greedy_completions
 from model import ModelConfig, Transformer, autocast
 from tools.distributed import pick_device
 from tasks import get_task

@@ -1,27 +1,19 @@
 """
-The local tree of LBR, for a batch of sequences, and the union tree a trajectory leaves behind.
+The local tree of LBR for a batch of rows, and the union tree a trajectory leaves behind.
 
-The local tree (docs/DESIGN.md §2.1) is rooted at the last committed token. Its shape is a widths tuple
-w = (w1, ..., wD): a node at depth d-1 has up to w_d children (EOS nodes have none). Widths
-must be non-increasing, so that the subtree kept after a commit always fits the shape again.
+The local tree (docs/DESIGN.md §2.1) hangs from the last committed token; its shape is a widths
+tuple w = (w1, ..., wD), non-increasing so that the subtree kept after a commit fits the shape again.
+1. `TreeShape`: the static layout. Every node of a full tree gets a fixed *slot* (root 0, then
+   level order), so parents, depths, ancestor masks and the commit/shift map are small tables.
+2. `LocalTree`: the live state per slot (token, alive, hidden state, record index) and a step's
+   operations: `missing` children, `sample_children`, `add` once forwarded, `commit` and shift.
+3. The union tree of a record (every node ever born hangs off the committed trunk): `ancestor_mask`,
+   `children_table` and `subtree_members` rebuild from parent pointers what the decoder saw.
 
-Three parts:
-1. `TreeShape`: the static layout. Every possible node of a full tree of shape w gets a fixed
-   *slot* (the root is slot 0, then level order). Parents, depths, ancestor masks and the
-   commit/shift map are then small static tables, the same for every row of the batch.
-2. `LocalTree`: the live batched state (token, alive, hidden state, record index per slot)
-   with the operations of a decoding step: find the missing children (`missing`), sample them
-   (`sample_children`), store them once forwarded (`add`), commit a candidate and shift
-   (`commit`). The model forwards happen in decode.py, which also turns a parent's hidden state
-   into its next-token log-probs when its children are sampled (so no (B, N, V) table is kept).
-3. Union-tree helpers for likelihood.py: every node ever born hangs off the committed trunk,
-   so a trajectory is one tree given by parent pointers; `ancestor_mask`, `children_table` and
-   `subtree_members` rebuild from those pointers what the decoder saw.
-
-The sibling samplers, with the probability q(n) each assigns to a new node (docs/DESIGN.md §2.2):
-  iid       children are independent draws:            q(n) = p(t)
-  distinct  without replacement among siblings:        q(n) = p(t) / (1 - Σ_{earlier siblings s} p(s))
-`birth_logq` computes log q(n); the decoder and the replay both call it.
+The sibling samplers and the probability q(n) of a new node (§2.2; `birth_logq`, used by both the
+decoder and the replay):
+  iid       independent draws:                    q(n) = p(t)
+  distinct  without replacement among siblings:   q(n) = p(t) / (1 - Σ_{earlier siblings s} p(s))
 
 Run `python tree.py 4,2` to print the slot layout and shift map of a shape.
 """
@@ -34,10 +26,13 @@ import torch
 from torch import Tensor
 
 SAMPLERS = ("iid", "distinct")
+MAX_TREE_NODES = 1024  # nodes of a full local tree (root included) accepted: (4, 2) has 13, (8, 8, 8) 585;
+# each is forwarded once per step, and TreeShape keeps (nodes x nodes) tables
 
 
 def parse_widths(widths: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """'4,2' or (4, 2) -> (4, 2), checked: at least one level, every width >= 1, non-increasing."""
+    """'4,2' or (4, 2) -> (4, 2), checked: at least one level, every width >= 1, non-increasing, and
+    a full tree of at most MAX_TREE_NODES nodes."""
     if isinstance(widths, str):
         try:
             widths = tuple(int(w) for w in widths.split(","))
@@ -49,6 +44,9 @@ def parse_widths(widths: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     if any(a < b for a, b in zip(widths, widths[1:])):
         raise ValueError(f"widths {widths} must be non-increasing (e.g. (4, 2) or (3, 1, 1)): after a commit "
                          "the chosen subtree becomes the tree, so deeper levels cannot be wider")
+    if full_tree_slots(widths) > MAX_TREE_NODES:
+        raise ValueError(f"widths {widths}: a full tree has over {MAX_TREE_NODES} nodes, each forwarded at every "
+                         "step; use smaller widths such as 4,2 or 8,1,1")
     return widths
 
 
@@ -323,26 +321,14 @@ def subtree_members(children: Tensor, birth_step: Tensor, cand: Tensor, step: Te
     return torch.where((members >= 0) & (born <= step[..., None, None]), members, -1)
 
 
-def shape_bytes(widths: tuple[int, ...]) -> int:
-    """The bytes of TreeShape.from_widths(widths)'s tables, from the widths alone: with N slots,
-    the (N, N) bool ancestor mask plus int64 parent, depth, sib (N each), children and shift
-    (N x w1 each), subtree (w1 x Ms) and subtree_depth (Ms)."""
-    n = full_tree_slots(widths)
-    ms = (n - 1) // widths[0]  # a candidate's subtree: the slots below the root, shared equally
-    return n * n + 8 * (3 * n + 2 * n * widths[0] + widths[0] * ms + ms)
-
-
 def main() -> None:
-    from tools.cli import ArgumentParser, check_fits  # the command line's helpers; the tree itself needs none
+    from tools.cli import ArgumentParser  # the command line's helper; the tree itself needs none
     ap = ArgumentParser(description="Print the slot layout and the shift map of a local tree shape "
                         "(slot, depth, parent, sibling index; shift[i, j] = the old slot that new slot j "
                         "holds after committing candidate i, -1 = empty).")
     ap.add_argument("widths", nargs="?", default="4,2", help="non-increasing widths per level, e.g. 4,2 or 3,1,1 "
                     "(default 4,2)")
-    widths = parse_widths(ap.parse_args().widths)
-    check_fits(f"widths {','.join(map(str, widths))}, a tree of {full_tree_slots(widths)} slots,",
-               shape_bytes(widths), hint="give smaller widths such as 4,2 or 3,1,1")
-    print(TreeShape.from_widths(widths).layout())
+    print(TreeShape.from_widths(ap.parse_args().widths).layout())
 
 
 if __name__ == "__main__":

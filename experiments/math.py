@@ -36,11 +36,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import torch
 
 from tools.cli import ArgumentParser, check_in_file, check_int, check_out_dir, make_out_dir, run as run_cli
-from decode import CotConfig, LBRConfig, greedy_completions
+from decode import CotConfig, LBRConfig
 from soft import SoftConfig
 from model import ModelConfig
 from experiments.common import load_saved, malformed, mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
-from evaluate import evaluate, pass_at_k
+from evaluate import evaluate, greedy_completions, pass_at_k
 from rlvr import NonFiniteLoss, RLConfig, new_router, train_rl
 from router import RouterConfig
 from sft import SFTConfig, train_sft

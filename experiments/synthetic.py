@@ -32,12 +32,12 @@ import torch
 import torch.nn as nn
 
 from tools.cli import ArgumentParser, check_in_file, check_int, check_out_dir, run
-from decode import CotConfig, LBRConfig, greedy_completions
+from decode import CotConfig, LBRConfig
 from soft import SoftConfig
 from evaluate import generate
 from model import ModelConfig, Transformer
 from experiments.common import mean_std, plot_learning_curves, provenance, run_seeds, seed_logger
-from evaluate import evaluate
+from evaluate import evaluate, greedy_completions
 from rlvr import RLConfig, new_router, train_rl
 from router import RouterConfig, RouterInput
 from tree import children_table

@@ -12,7 +12,7 @@ A task (tasks/planning.py, tasks/math.py) is a class with:
     sample(rng: random.Random, split) -> Example     one prompt/answer pair ('train' or 'eval')
     reward(example, completion: list[int]) -> float 0/1 verifiable reward of a completion
     health(model, examples, greedy) -> dict         the task's health checks of a pre-trained model;
-                                                     greedy: a greedy decoder (decode.greedy_completions)
+                                                     greedy: a greedy decoder (evaluate.greedy_completions)
                                                      passed in by the caller, so tasks import no decoder
     difficulty(example) -> str                       the label results are broken down by ('j2', 'ops3')
 so that sft.py and rlvr.py treat tasks alike.

@@ -202,7 +202,7 @@ class MathTask:
     @torch.no_grad()
     def health(self, model, examples: list[Example], greedy) -> dict[str, float]:
         """Health of a pre-trained model on `examples` (eval split); `greedy` is a greedy decoder
-        (decode.greedy_completions: model, prompts, stop ids, max new tokens -> completions):
+        (evaluate.greedy_completions: model, prompts, stop ids, max new tokens -> completions):
         tf_acc          teacher-forced argmax accuracy over the answer tokens;
         greedy_acc      greedy decoding gets the final answer right (reward 1);
         greedy_acc_opsN the same per number of operations N (want: well below 1 on the RL

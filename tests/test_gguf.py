@@ -215,7 +215,7 @@ def test_real_template_and_stop_ids(real):
 
 def test_real_greedy_cot_matches_generate(real):
     """Greedy `cot` from our KV-cached decoder = transformers' generate, token for token, real stop id."""
-    from decode import greedy_completions
+    from evaluate import greedy_completions
     _, d, ours, hf, _ = real
     template, tok = ChatTemplate.from_dir(d), BPETokenizer.from_file(os.path.join(d, "tokenizer.json"))
     questions = [r["question"] for r in _gsm8k(2)] if os.path.isfile(GSM8K) else ["What is 2 + 3?", "Name a colour."]
@@ -258,3 +258,20 @@ def test_real_soft_replay(real):
     with torch.no_grad():
         got = (soft_logprob(ours, traj) * traj.active).flatten(1).sum(1)
     torch.testing.assert_close(got, traj.recorded_logprob(), **LOGP_TOL)
+
+
+def test_real_frozen_model_router_factors(real):
+    """Router-only RL on the real model: the recorded features give the replay's router factors
+    and gradients (tests/test_frozen_model.py on real hidden states, C = 576, V = 49,152)."""
+    from decode import LBRConfig
+    from evaluate import generate
+    from tests.helpers import random_router
+    from tests.test_frozen_model import check_frozen_equals_replay
+    _, d, ours, _, _ = real
+    tok = BPETokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    prompts = [tok.encode("<|im_start|>user\nWhat is 3 + 4?<|im_end|>\n<|im_start|>assistant\n")]
+    ours.requires_grad_(False)
+    router = random_router(ours, 2, std=0.1)
+    traj = generate(ours, router, prompts * 2, LBRConfig(widths=(4, 1), max_new_tokens=5), (2,),
+                    torch.Generator().manual_seed(0), keep_router_input=True)
+    check_frozen_equals_replay(ours, router, traj)

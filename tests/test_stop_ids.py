@@ -5,7 +5,8 @@ and in LBR a sampled node whose token is any of them gets no children."""
 import pytest
 import torch
 
-from decode import CotConfig, LBRConfig, decode_cot, decode_lbr, greedy_completions, stop_tuple
+from decode import CotConfig, LBRConfig, decode_cot, decode_lbr, stop_tuple
+from evaluate import greedy_completions
 from soft import SoftConfig, decode_soft
 from evaluate import generate
 from helpers import LOGP_TOL, random_router, tiny_model

@@ -14,7 +14,8 @@ from evaluate import pass_at_k
 from helpers import assert_close_to_scale, random_router, tiny_model
 from likelihood import tree_logprob
 from experiments.math import RunSpec
-from rlvr import RLConfig, collect_rollouts, factors_per_token, router_entropy, trainable_groups, update
+from rlvr import RLConfig, collect_rollouts, factors_per_token, trainable_groups, update
+from tools.runs import router_entropy
 from tasks import get_task
 from tasks.common import Seeds, make_examples
 from tree import TreeShape

@@ -1,18 +1,21 @@
 """
 The files of an RL run directory (--out): rl.pt (everything a resumed run needs, written
 atomically; `resume` refuses one made with other settings, naming each difference) and
-metrics.jsonl (one row per step, exactly the checkpoint's steps after a resume).
+metrics.jsonl (one row per step, exactly the checkpoint's steps after a resume; `step_metrics`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict
 
 import torch
 
+from decode import TreeTrajectory
 from pretrained.checkpoint import check_state_fits, load_pt, save_pt
+from tools.distributed import all_reduce_sum
 
 
 def save_checkpoint(path: str, step: int, history: list[dict], cfg, dec, model: torch.nn.Module,
@@ -78,3 +81,39 @@ def write_metrics(path: str, rows: list[dict], append: bool = False) -> None:
     with open(path + ".tmp", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     os.replace(path + ".tmp", path)
+
+
+def router_entropy(traj) -> tuple[float, int]:
+    """(sum of H(π_φ(· | tree_t)) in nats over the steps taken, number of those steps) of the router
+    distributions an LBR decoder sampled from (recorded in the trajectory); (0, 0) for other methods."""
+    if not isinstance(traj, TreeTrajectory):
+        return 0.0, 0
+    taken = torch.arange(traj.choice.shape[1], device=traj.choice.device) < traj.length[:, None]  # (B, S)
+    h = -(traj.router_logp.exp() * traj.router_logp).nan_to_num().sum(-1)  # (B, S, K) -> (B, S); 0·log 0 = 0
+    return float(h[taken].sum()), int(taken.sum())
+
+
+def step_metrics(step: int, batches: list, upd: dict[str, float], cfg, t0: float,
+                 device: torch.device) -> dict:
+    """The metrics row of step `step` (0-based) over all processes' rollouts: mean reward, the fraction
+    truncated (cut off at max_new_tokens), loss, gradient norms (`update`), forward tokens per committed
+    token, mean length, mean model factors per rollout, for lbr the mean entropy of the router per
+    step (nats; log K is uniform) and, for router-only RL, the MB of router inputs kept per process."""
+    n_rollouts = cfg.prompts_per_step * cfg.group_size
+    ent = [router_entropy(b.traj) for b in batches]
+    sums = all_reduce_sum([sum(float(b.rewards.float().sum()) for b in batches),
+                           sum(float(b.truncated.sum()) for b in batches),
+                           sum(float(b.traj.forward_tokens().sum()) for b in batches),
+                           sum(float(b.traj.length.sum()) for b in batches),
+                           sum(float(b.traj.model_factors().sum()) for b in batches),
+                           sum(e[0] for e in ent), sum(e[1] for e in ent)], device)
+    reward_sum, cut_sum, fwd_sum, len_sum, factor_sum, ent_sum, ent_steps = sums
+    row = {"step": step + 1, "reward": reward_sum / n_rollouts, "truncated": cut_sum / n_rollouts, **upd,
+           "fwd_per_token": fwd_sum / max(len_sum, 1), "length": len_sum / n_rollouts,
+           "model_factors": factor_sum / n_rollouts, "seconds": time.time() - t0}
+    if ent_steps:
+        row["router_entropy"] = ent_sum / ent_steps
+    kept = [vars(x).values() for b in batches if (x := getattr(b.traj, "router_input", None)) is not None]
+    if kept:  # the memory the frozen-model replay reads instead of forwarding the union trees
+        row["router_input_mb"] = sum(t.nelement() * t.element_size() for ts in kept for t in ts) / 2 ** 20
+    return row

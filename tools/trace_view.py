@@ -32,7 +32,7 @@ from decode import CotConfig, LBRConfig, SequenceTrajectory, TreeTrajectory
 from evaluate import DecodeConfig, generate
 from soft import SoftConfig, SoftTrajectory
 from model import ModelConfig, Transformer
-from router import Router, RouterConfig
+from router import Router, RouterConfig, RouterInput
 from sft import load_sft_model
 from tasks import get_task
 from tools.records import check_tree_record
@@ -349,7 +349,7 @@ def task_setup(args) -> TraceSetup:
 def show_saved_rollout(args) -> None:
     """Print (and with --trace write) rollout --row of a rollouts.pt that rlvr.py saved."""
     saved = load_pt(args.rollouts, "--rollouts file", kinds=(SequenceTrajectory, SoftTrajectory, TreeTrajectory,
-                                                             CotConfig, SoftConfig, LBRConfig))
+                                                             CotConfig, SoftConfig, LBRConfig, RouterInput))
     if not {"trajectory", "rewards", "step"} <= set(saved):
         raise ValueError(f"--rollouts {args.rollouts} is not a rollouts.pt written by rlvr.py")
     traj = saved["trajectory"]
