@@ -65,6 +65,7 @@ class RLConfig:
     router_entropy_coef: float = 0.0  # lbr: β of an entropy bonus, - β Σ_t H(π_φ(· | tree_t)) per rollout in the loss
     factor_norm: bool = False  # divide the loss by the method's factors per committed token (factors_per_token)
     freeze_model: bool = False  # train the router only
+    model_layers: int = 0  # train only the model's last N blocks (0: all of it)
     freeze_router: bool = False  # train the model only
     grad_clip: float = 1.0  # max gradient norm
     seed: int = 0  # prompts and sampling of every step derive from (seed, step)
@@ -76,6 +77,7 @@ class RLConfig:
             check_int(name, getattr(self, name), 1)
         check_int("group_size", self.group_size, 2, "GRPO compares the rollouts of one prompt with each other")
         check_int("shards", self.shards, 0)
+        check_int("model_layers", self.model_layers, 0)
         if self.shards and self.prompts_per_step % self.shards:
             raise ValueError(f"shards={self.shards} must divide prompts_per_step={self.prompts_per_step}")
         for name in ("model_lr", "router_lr", "clip_eps", "grad_clip"):
@@ -201,13 +203,19 @@ class RolloutBatch:
 
 def trainable_groups(model: Transformer, router: Router | None, dec: DecodeConfig, cfg: RLConfig) -> list[dict]:
     """The optimiser's parameter groups (model, router), each with its learning rate; freezes the
-    rest (requires_grad False: --freeze-model, --freeze-router, the router of a method without one).
+    rest (requires_grad False: --freeze-model, the blocks before the last --model-layers, --freeze-router,
+    the router of a method without one).
     Raises ValueError when nothing is left to train."""
     train_router = isinstance(dec, LBRConfig) and not cfg.freeze_router
-    model.requires_grad_(not cfg.freeze_model)
+    if cfg.model_layers > len(model.layers):
+        raise ValueError(f"model_layers={cfg.model_layers}: the model has {len(model.layers)} blocks")
+    model.requires_grad_(not cfg.freeze_model and not cfg.model_layers)
+    if cfg.model_layers and not cfg.freeze_model:
+        model.layers[-cfg.model_layers:].requires_grad_(True)
     if router is not None:
         router.requires_grad_(train_router)
-    groups = ([{"params": list(model.parameters()), "lr": cfg.model_lr}] if not cfg.freeze_model else []) + \
+    trained = [p for p in model.parameters() if p.requires_grad]
+    groups = ([{"params": trained, "lr": cfg.model_lr}] if trained else []) + \
              ([{"params": list(router.parameters()), "lr": cfg.router_lr}] if train_router else [])
     if not groups:
         raise ValueError("nothing to train: unfreeze the model or (for lbr) the router")

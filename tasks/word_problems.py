@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 from tasks.answers import last_boxed, equivalent, extract_answer, normalize
 from pretrained.chat import ChatTemplate, conversation
+from pretrained.checkpoint import stop_ids
+from pretrained.tokenizer import BPETokenizer
 from tools.cli import ArgumentParser, check_in_file, run
 from tasks.common import Example
 
@@ -202,6 +204,35 @@ class WordProblemTask:
         self.tokenizer, self.max_answer_len = tokenizer, max_answer_len
         self.template = template or ChatTemplate(None)
         self.system, self.instruction, self.switches = system, instruction, dict(switches or {})
+
+    @classmethod
+    def from_checkpoint(cls, directory: str, problems: list[Problem], eval_problems: list[Problem] | None = None,
+                        system: str | None = None, instruction: str = DEFAULT_INSTRUCTION, thinking: bool | None = None,
+                        max_answer_len: int = 512) -> "WordProblemTask":
+        """The task of a checkpoint directory: its tokenizer.json, its chat template (ChatML without
+        one) and its stop ids (checkpoint.stop_ids, and ChatML's <|im_end|> with the fallback; the id
+        that closes a chat turn first). thinking: Qwen3's enable_thinking switch (None: the template's
+        default). One prompt is rendered now, so a template that refuses the conversation (e.g. a
+        system turn) fails here; a ValueError says what is wrong."""
+        template = ChatTemplate.from_dir(directory)
+        switches = {}
+        if thinking is not None:
+            if not template.uses("enable_thinking"):
+                raise ValueError(f"--{'' if thinking else 'no-'}thinking: the chat template of {directory} has no "
+                                 "enable_thinking switch (Qwen3's); drop the flag")
+            switches["enable_thinking"] = thinking
+        tok = BPETokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+        stops = stop_ids(directory)  # has checked that the tokenizer's EOS, if any, is a token
+        if template.source is None and "<|im_end|>" in tok.added:  # the ChatML fallback closes a turn with it
+            turn_end = tok.token_id("<|im_end|>")
+            stops.add(turn_end)
+        else:  # a template closes a turn with the tokenizer's EOS
+            eos = template.special_tokens.get("eos_token")
+            turn_end = tok.token_id(eos) if eos is not None else None
+        task = cls(problems, tok, sorted(stops, key=lambda i: (i != turn_end, i)), template, system, instruction,
+                   switches, max_answer_len, eval_problems)
+        task.prompt_text(task.eval_problems[0])
+        return task
 
     def prompt_text(self, problem: Problem) -> str:
         """The prompt as text: the chat template's rendering of [system, user turn], ready for the answer."""

@@ -152,6 +152,20 @@ def test_lbr_step_trains_model_and_router_jointly(tmp_path):
     assert any((p - q).abs().max() > 0 for p, q in zip(router.parameters(), r0))
 
 
+def test_model_layers_trains_the_last_blocks_only(tmp_path):
+    """--model-layers 1: one RL step moves the last block and nothing else of the model; more
+    blocks than the model has is refused."""
+    model = tiny_model(vocab=4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    last = f"layers.{len(model.layers) - 1}."
+    train_rl(model, None, AnswerTokenTask(), CotConfig(max_new_tokens=1),
+             RLConfig(steps=1, prompts_per_step=1, group_size=64, model_lr=3e-3, model_layers=1), str(tmp_path), quiet=True)
+    moved = {n for n, p in model.named_parameters() if (p - before[n]).abs().max() > 0}
+    assert moved and all(n.startswith(last) for n in moved), moved
+    with pytest.raises(ValueError, match="blocks"):
+        trainable_groups(model, None, CotConfig(), RLConfig(model_layers=len(model.layers) + 1))
+
+
 def test_resume_gives_the_same_next_step(tmp_path):
     """Two steps straight = one step, stop, resume for the second (optimizer state, KL reference and
     per-step seeds all come back), with PPO epochs and a KL term in play."""

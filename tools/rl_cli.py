@@ -20,9 +20,7 @@ import torch
 from decode import CotConfig, LBRConfig
 from evaluate import DecodeConfig, evaluate
 from model import Transformer
-from pretrained.chat import ChatTemplate
-from pretrained.checkpoint import load_pretrained, load_pt, stop_ids
-from pretrained.tokenizer import BPETokenizer
+from pretrained.checkpoint import load_pretrained, load_pt
 from rlvr import RLConfig, new_router, train_rl
 from router import Router, RouterConfig
 from sft import load_sft_model
@@ -110,31 +108,13 @@ def decoding_from_args(args, task) -> DecodeConfig:
 
 def word_problem_task(args, quiet: bool = False):
     """The task of `--model DIR --data FILE`: the problems of --data (and --eval-data), prompted
-    with the checkpoint's chat template (ChatML without one), --system, --instruction and
-    --(no-)thinking, stopped by the checkpoint's stop ids (checkpoint.stop_ids, and ChatML's
-    <|im_end|> with the fallback; the id that closes a chat turn first). Everything is checked
-    (one prompt rendered) before the model loads; a ValueError says what is wrong."""
+    with --system, --instruction and --(no-)thinking (WordProblemTask.from_checkpoint). Everything
+    is checked (one prompt rendered) before the model loads; a ValueError says what is wrong."""
     problems = load_problems(args.data, args.strict_data, quiet)
     eval_problems = load_problems(args.eval_data, args.strict_data, quiet) if args.eval_data else None
-    template = ChatTemplate.from_dir(args.model)
-    switches = {}
-    if args.thinking is not None:
-        if not template.uses("enable_thinking"):
-            raise ValueError(f"--{'' if args.thinking else 'no-'}thinking: the chat template of {args.model} has no "
-                             "enable_thinking switch (Qwen3's); drop the flag")
-        switches["enable_thinking"] = args.thinking
-    tok = BPETokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
-    stops = stop_ids(args.model)  # has checked that the tokenizer's EOS, if any, is a token
-    if template.source is None and "<|im_end|>" in tok.added:  # the ChatML fallback closes a turn with it
-        turn_end = tok.token_id("<|im_end|>")
-        stops.add(turn_end)
-    else:  # a template closes a turn with the tokenizer's EOS
-        eos = template.special_tokens.get("eos_token")
-        turn_end = tok.token_id(eos) if eos is not None else None
-    task = WordProblemTask(problems, tok, sorted(stops, key=lambda i: (i != turn_end, i)), template, args.system,
-                           DEFAULT_INSTRUCTION if args.instruction is None else args.instruction, switches,
-                           max_answer_len=args.max_new_tokens or 512, eval_problems=eval_problems)
-    task.prompt_text(task.eval_problems[0])  # a template that refuses the conversation (e.g. a system turn) fails now
+    task = WordProblemTask.from_checkpoint(args.model, problems, eval_problems, args.system,
+                                           DEFAULT_INSTRUCTION if args.instruction is None else args.instruction,
+                                           args.thinking, max_answer_len=args.max_new_tokens or 512)
     return task
 
 
