@@ -53,7 +53,7 @@ from experiments import math as mx
 from experiments import synthetic
 from tools.cli import ArgumentParser, check_in_file, check_out_dir, make_out_dir, run as run_cli
 from evaluate import evaluate
-from experiments.common import load_saved, malformed, mean_std
+from experiments.common import bootstrap_interval, cached_json, load_saved, malformed, mean_std
 from experiments.math import BUDGET, MathSizes, RunSpec, pass_at
 from model import ModelConfig
 from rlvr import NonFiniteLoss, new_router, train_rl
@@ -132,18 +132,11 @@ def validation_job(seed: int, spec: RunSpec, temps: tuple[float, ...], sizes: St
 
 def cached_eval(path: str, compute: Callable[[], dict]) -> dict:
     """What the study keeps of an `evaluate` result (Pass@1, Pass@n, forward tokens per committed
-    token, n and the per-problem counts), read from `path` when it exists, else computed by
-    `compute()` and written there atomically."""
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    ev = compute()
-    keep = {k: ev[k] for k in ("pass@1", f"pass@{ev['n']}", "fwd_per_token", "n", "correct")}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(keep, f)
-    os.replace(path + ".tmp", path)
-    return keep
+    token, n and the per-problem counts), cached at `path` (common.cached_json)."""
+    def keep() -> dict:
+        ev = compute()
+        return {k: ev[k] for k in ("pass@1", f"pass@{ev['n']}", "fwd_per_token", "n", "correct")}
+    return cached_json(path, keep)
 
 
 def _job(args: tuple) -> dict:
@@ -219,18 +212,10 @@ def test_job(args: tuple) -> dict:
 
 def paired_bootstrap(a: list[dict], b: list[dict], k: int, resamples: int, seed: int = 0) -> tuple[float, float, float]:
     """(mean, 2.5th, 97.5th percentile) of Pass@k of A minus Pass@k of B, where a[s], b[s] are the
-    `evaluate` results of seed s on the same test problems. Each resample draws the seeds with
-    replacement, then the problems of each drawn seed with replacement (a two-level bootstrap:
-    seeds and problems both vary), and takes the mean paired difference."""
+    `evaluate` results of seed s on the same test problems (common.bootstrap_interval)."""
     d = torch.tensor([[pass_at(x, k, [i]) - pass_at(y, k, [i]) for i in range(len(x["correct"]))] for x, y in zip(a, b)],
                      dtype=torch.float64)  # (S, P) per-problem differences
-    S, P = d.shape
-    g = torch.Generator().manual_seed(seed)
-    seeds = torch.randint(S, (resamples, S), generator=g)
-    probs = torch.randint(P, (resamples, S, P), generator=g)
-    stats = d[seeds[..., None], probs].mean((1, 2))  # (resamples,)
-    lo, hi = torch.quantile(stats, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return float(d.mean()), lo, hi
+    return bootstrap_interval(d, resamples, seed)
 
 
 # ---------------------------------------------------------------------------------------------

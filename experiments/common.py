@@ -1,7 +1,7 @@
 """
-What the two experiments (experiments/synthetic.py, experiments/math.py) share: seeds run in parallel
-processes (one CPU thread each), results saved as JSON and re-read by `--report-only`, the
-provenance line at the top of every table, mean ± spread cells, and the learning-curve plot.
+What the experiments share: seeds run in parallel processes (one CPU thread each), results saved
+as JSON (cached per run, re-read by `--report-only`), the provenance line at the top of every
+table, mean ± spread cells, the paired bootstrap, and the learning-curve plot.
 """
 
 from __future__ import annotations
@@ -106,6 +106,34 @@ def plot_learning_curves(curves: dict[str, list[list[float]]], path: str) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def cached_json(path: str, compute: Callable[[], dict]) -> dict:
+    """The JSON object at `path` when it exists, else `compute()`, written there atomically first
+    (a killed run leaves no half-written result; the next run computes it again)."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    out = compute()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(out, f)
+    os.replace(path + ".tmp", path)
+    return out
+
+
+def bootstrap_interval(d: torch.Tensor, resamples: int, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, 2.5th, 97.5th percentile) of the mean of d, (S, P) paired differences of seed s on
+    problem p. Each resample draws the seeds with replacement, then the problems of each drawn seed
+    with replacement (a two-level bootstrap: seeds and problems both vary; Efron & Tibshirani 1993)."""
+    d = d.to(torch.float64)
+    S, P = d.shape
+    g = torch.Generator().manual_seed(seed)
+    seeds = torch.randint(S, (resamples, S), generator=g)
+    probs = torch.randint(P, (resamples, S, P), generator=g)
+    stats = d[seeds[..., None], probs].mean((1, 2))  # (resamples,)
+    lo, hi = torch.quantile(stats, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return float(d.mean()), lo, hi
 
 
 def seed_logger(seed: int) -> Callable[[str], None]:
