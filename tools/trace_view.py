@@ -377,13 +377,11 @@ def show_saved_rollout(args) -> None:
 
 def parse_args():
     ap = ArgumentParser(description="Trace LBR (or cot) decoding step by step.")
-    ap.add_argument("--widths", default="3,2", help="tree widths, e.g. 4,2 or 3,1,1")
-    ap.add_argument("--sampler", default="iid", choices=["iid", "distinct"])
-    ap.add_argument("--steps", type=int, default=4, help="tokens to commit at most (tiny random model)")
-    # seed 0 happens to commit <eos> at the first step; 1 shows four steps. Any other seed draws
-    # another model (tiny random one), router init and rollout.
+    ap.add_argument("--widths", default="3,2", help="tree widths, e.g. 4,2 or 3,1,1 (default 3,2)")
+    ap.add_argument("--sampler", default="iid", choices=["iid", "distinct"], help="sibling sampler (default iid)")
+    ap.add_argument("--steps", type=int, default=4, help="tokens to commit at most (tiny random model; default 4)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the rollout (and of the tiny model's weights): "
-                    "change it to see another rollout")
+                    "change it to see another rollout (default 1: a rollout of four steps)")
     ap.add_argument("--cot", action="store_true", help="trace plain token-by-token sampling instead")
     ap.add_argument("--trace", help="write the trace as a self-contained HTML page to this file")
     g = ap.add_argument_group("a task example and a trained model instead of the tiny random one")
