@@ -3,16 +3,11 @@ Decoding loops: `cot` (token-by-token sampling, or greedy) and `lbr` (Local Bran
 route -> commit -> prune/shift), batched over prompts of different lengths, with a KV cache. Each
 returns the committed tokens and a typed record of everything sampled: what likelihood.py replays
 to recompute log P(τ). A row ends at the first stop id it commits (one EOS id or several); in LBR a
-sampled node whose token is a stop id gets no children.
+sampled node whose token is a stop id gets no children. The KV cache of an LBR batch has three
+regions per row, [tree slots | scratch | trunk] (docs/DESIGN.md §4, LECTURE.md §3).
 
-The KV cache of an LBR batch has three regions per row (docs/DESIGN.md §4):
-    [ tree: one slot per TreeShape slot | scratch: 1 | trunk: prompt + committed tokens ]
-On commit the chosen node's keys/values are *copied* to the trunk (never recomputed); on shift the
-tree region is gathered by the tree's own static map. A slot one row needs and another does not is
-forwarded for both; the other row writes to the scratch slot.
-
-Run `python decode.py` for an LBR rollout of a tiny random model step by step (the command is
-tools/trace_view.py: `--widths 3,1,1 --sampler distinct`, `--trace out/trace.html`, `--help`).
+Run `python decode.py` to see an LBR rollout of a tiny random model step by step, and
+`python decode.py --help` for its options (`--widths 3,1,1`, `--trace out/trace.html`, ...).
 """
 
 from __future__ import annotations
@@ -92,14 +87,6 @@ def stop_tuple(stop_ids: StopIds) -> tuple[int, ...]:
 def is_stop(tok: Tensor, stop_ids: tuple[int, ...]) -> Tensor:
     """Bool tensor of tok's shape: the token is one of the stop ids."""
     return torch.isin(tok, torch.tensor(stop_ids, dtype=tok.dtype, device=tok.device))
-
-
-def truncated(traj, stop_ids: StopIds) -> Tensor:
-    """(B,) bool, for the trajectory of any method: the rollout was cut off at max_new_tokens without committing a stop id, so its
-    text is not a finished answer. Every decoder ends a row at its first stop id or after
-    max_new_tokens tokens, so a row is truncated exactly when its last committed token is no stop id."""
-    last = traj.completion.gather(1, (traj.length - 1).clamp(min=0)[:, None]).squeeze(1)
-    return ~is_stop(last, stop_tuple(stop_ids))
 
 
 @dataclass

@@ -19,11 +19,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from decode import CotConfig, LBRConfig, SequenceTrajectory, StopIds, TreeTrajectory, decode_cot, decode_lbr, truncated
+from decode import CotConfig, LBRConfig, SequenceTrajectory, StopIds, TreeTrajectory, decode_cot, decode_lbr, is_stop, stop_tuple
 from model import Transformer
 from router import Router
 from soft import SoftConfig, SoftTrajectory, decode_soft
-from tree import check_sampler
 from tasks.common import Example, Seeds
 from tools.distributed import dist_rank_world
 
@@ -40,7 +39,9 @@ def generate(model: Transformer, router: Router | None, prompts: list[list[int]]
     if isinstance(cfg, LBRConfig):
         if router is None:
             raise ValueError("LBR decoding needs a router")
-        check_sampler(cfg.sampler, cfg.widths, model.cfg.vocab_size)
+        if cfg.sampler == "distinct" and max(cfg.widths) > model.cfg.vocab_size:
+            raise ValueError(f"the distinct sampler draws siblings without replacement, so no width may exceed the "
+                             f"vocabulary ({model.cfg.vocab_size}); got widths {cfg.widths}: lower them or use --sampler iid")
         if getattr(router, "max_depth", len(cfg.widths)) < len(cfg.widths):  # a readout reads any depth
             raise ValueError(f"the router reads trees of depth <= {router.max_depth}, the widths {cfg.widths} have "
                              f"depth {len(cfg.widths)}: build Router(..., max_depth={len(cfg.widths)})")
@@ -61,6 +62,14 @@ def greedy_completions(model: Transformer, prompts: list[list[int]], stop_ids: S
     g = torch.Generator(model.embed_tokens.weight.device).manual_seed(0)  # argmax draws nothing from it
     traj = decode_cot(model, prompts, CotConfig(greedy=True, max_new_tokens=max_new_tokens), stop_ids, g)
     return [c[:m] for c, m in zip(traj.completion.tolist(), traj.length.tolist())]
+
+
+def truncated(traj, stop_ids: StopIds) -> Tensor:
+    """(B,) bool, for the trajectory of any method: the rollout was cut off at max_new_tokens without
+    committing a stop id, so its text is not a finished answer. Every decoder ends a row at its first stop id or after
+    max_new_tokens tokens, so a row is truncated exactly when its last committed token is no stop id."""
+    last = traj.completion.gather(1, (traj.length - 1).clamp(min=0)[:, None]).squeeze(1)
+    return ~is_stop(last, stop_tuple(stop_ids))
 
 
 def rewards_of(task, examples: list[Example], traj: Trajectory, repeat: int) -> Tensor:

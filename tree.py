@@ -20,6 +20,7 @@ Run `python tree.py 4,2` to print the slot layout and shift map of a shape.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -44,19 +45,10 @@ def parse_widths(widths: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     if any(a < b for a, b in zip(widths, widths[1:])):
         raise ValueError(f"widths {widths} must be non-increasing (e.g. (4, 2) or (3, 1, 1)): after a commit "
                          "the chosen subtree becomes the tree, so deeper levels cannot be wider")
-    if full_tree_slots(widths) > MAX_TREE_NODES:
+    if sum(math.prod(widths[:d]) for d in range(len(widths) + 1)) > MAX_TREE_NODES:  # 1 + w1 + w1 w2 + ...
         raise ValueError(f"widths {widths}: a full tree has over {MAX_TREE_NODES} nodes, each forwarded at every "
                          "step; use smaller widths such as 4,2 or 8,1,1")
     return widths
-
-
-def full_tree_slots(widths: tuple[int, ...]) -> int:
-    """N = 1 + w1 + w1 w2 + ...: the slots of a full tree of shape `widths`."""
-    n, level = 1, 1
-    for w in widths:
-        level *= w
-        n += level
-    return n
 
 
 @dataclass(frozen=True)
@@ -149,14 +141,6 @@ def birth_logq(lp: Tensor, sib_lp: Tensor, sib_before: Tensor, sampler: str) -> 
         return lp
     taken = (sib_lp.exp() * sib_before).sum(-1)
     return lp - torch.log1p(-taken.clamp(max=1 - 1e-7))
-
-
-def check_sampler(sampler: str, widths: tuple[int, ...], vocab_size: int) -> None:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler {sampler!r}: choose one of {SAMPLERS}")
-    if sampler == "distinct" and max(widths) > vocab_size:
-        raise ValueError(f"the distinct sampler draws siblings without replacement, so no width may exceed "
-                         f"the vocabulary ({vocab_size}); got widths {widths}: lower them or use --sampler iid")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -242,6 +242,10 @@ def rope_from_hf(hf: dict) -> dict:
                 "rope_low_freq_factor": float(_number(rope["low_freq_factor"], f"{field}.low_freq_factor")),
                 "rope_high_freq_factor": float(_number(rope["high_freq_factor"], f"{field}.high_freq_factor")),
                 "rope_original_max_len": _number(original, f"{field}.original_max_position_embeddings", int)}
+        if not (out["rope_factor"] >= 1 and 0 < out["rope_low_freq_factor"] < out["rope_high_freq_factor"]
+                and out["rope_original_max_len"] > 0):
+            raise ValueError(f"config.json: {field}: llama3 RoPE scaling needs factor >= 1, 0 < low_freq_factor < "
+                             "high_freq_factor and original_max_position_embeddings > 0")
     return out
 
 

@@ -13,7 +13,8 @@ import torch
 
 import evaluate as evaluate_module
 from pretrained.checkpoint import load_pt
-from decode import CotConfig, LBRConfig, SequenceTrajectory, truncated
+from decode import CotConfig, LBRConfig, SequenceTrajectory
+from evaluate import truncated
 from soft import SoftConfig
 from evaluate import evaluate, pass_at_k, rewards_of
 from helpers import assert_close_to_scale, tiny_model
@@ -71,8 +72,9 @@ def test_grpo_advantages_refuse_groups_without_a_baseline(rewards, match):
 def test_rl_config_refuses_bad_values(field, value):
     """Each of these used to train to NaN weights, divide by zero or crash mid-run (shards=3 does not
     divide the 16 prompts of a step)."""
+    from tools.rl_cli import check_rl_config
     with pytest.raises(ValueError, match=field):
-        RLConfig(**{field: value})
+        check_rl_config(RLConfig(**{field: value}))
 
 
 def test_policy_loss_sign_and_normalisation():
@@ -162,6 +164,9 @@ def test_model_layers_trains_the_last_blocks_only(tmp_path):
              RLConfig(steps=1, prompts_per_step=1, group_size=64, model_lr=3e-3, model_layers=1), str(tmp_path), quiet=True)
     moved = {n for n, p in model.named_parameters() if (p - before[n]).abs().max() > 0}
     assert moved and all(n.startswith(last) for n in moved), moved
+    from tools.rl_cli import check_rl_config
+    with pytest.raises(ValueError, match="model_layers"):
+        check_rl_config(RLConfig(model_layers=-1))
     with pytest.raises(ValueError, match="blocks"):
         trainable_groups(model, None, CotConfig(), RLConfig(model_layers=len(model.layers) + 1))
 
@@ -217,7 +222,7 @@ def test_resume_refuses_another_router_and_stops_on_a_non_finite_loss(tmp_path):
     a learning rate of 1e30 trained to NaN weights and exited 0."""
     import pytest as _pytest
     from decode import LBRConfig
-    from helpers import assert_close_to_scale, tiny_model
+    from helpers import tiny_model
     from router import RouterConfig
     from rlvr import new_router
     task = AnswerTokenTask()
@@ -335,8 +340,9 @@ def test_dual_clip_bounds_the_loss_of_a_negative_advantage():
     assert math.isclose(loss.item(), 5.0, rel_tol=1e-6)
     torch.testing.assert_close(logp.grad, torch.tensor([[0.0, 2.0]]), rtol=1e-6, atol=0)
     assert math.isclose(policy_loss(new, old, torch.tensor([1.0]), clip_eps=0.2).item(), -2.4, rel_tol=1e-6)
+    from tools.rl_cli import check_rl_config
     with pytest.raises(ValueError, match="dual_clip"):
-        RLConfig(dual_clip=1.0)
+        check_rl_config(RLConfig(dual_clip=1.0))
 
 
 @pytest.mark.parametrize("normalize_std", [False, True])

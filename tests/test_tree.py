@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import chi2_pvalue
-from tree import (LocalTree, TreeShape, ancestor_mask, birth_logq, check_sampler, children_table, parse_widths,
+from tree import (LocalTree, TreeShape, ancestor_mask, birth_logq, children_table, parse_widths,
                   sample_categorical, subtree_members)
 
 
@@ -49,11 +49,19 @@ def test_invalid_widths_raise(bad):
 
 
 def test_distinct_width_larger_than_vocab_raises():
+    from decode import LBRConfig
+    from evaluate import generate
+    from helpers import tiny_model
+    from router import Router, RouterConfig
+    model = tiny_model(vocab=4)
+    router = Router(RouterConfig(width=8), model.cfg.n_embd, 2)
     with pytest.raises(ValueError, match="vocabulary"):
-        check_sampler("distinct", (5, 1), vocab_size=4)
-    check_sampler("iid", (5, 1), vocab_size=4)  # iid may repeat tokens: fine
+        generate(model, router, [[0, 1]], LBRConfig(widths=(5, 1), sampler="distinct", max_new_tokens=1), 3,
+                 torch.Generator().manual_seed(0))
+    generate(model, router, [[0, 1]], LBRConfig(widths=(5, 1), max_new_tokens=1), 3,
+             torch.Generator().manual_seed(0))  # iid may repeat tokens: fine
     with pytest.raises(ValueError, match="sampler"):
-        check_sampler("beam", (2,), vocab_size=4)
+        LBRConfig(sampler="beam")
 
 
 def test_union_tree_helpers():

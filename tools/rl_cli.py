@@ -28,7 +28,7 @@ from soft import SoftConfig
 from tasks import get_task
 from tasks.common import Seeds, make_examples
 from tasks.word_problems import DEFAULT_INSTRUCTION, WordProblemTask, load_problems
-from tools.cli import ArgumentParser, check_device, check_in_file, check_int, check_out_dir
+from tools.cli import ArgumentParser, check_device, check_float, check_in_file, check_int, check_out_dir
 from tools.distributed import dist_rank_world, init_distributed
 
 
@@ -171,6 +171,23 @@ def is_math_experiment(argv: list[str]) -> bool:
     return tasks[-1:] == ["math"] and not any(a == "--method" or a.startswith("--method=") for a in argv)
 
 
+def check_rl_config(cfg: RLConfig) -> None:
+    """ValueError naming the field of an RLConfig value that would train to NaN weights, divide by
+    zero or crash mid-run (the command line's checks of --steps, --group-size, ...)."""
+    for name in ("steps", "prompts_per_step", "epochs", "save_every"):
+        check_int(name, getattr(cfg, name), 1)
+    check_int("group_size", cfg.group_size, 2, "GRPO compares the rollouts of one prompt with each other")
+    check_int("shards", cfg.shards, 0)
+    check_int("model_layers", cfg.model_layers, 0)
+    if cfg.shards and cfg.prompts_per_step % cfg.shards:
+        raise ValueError(f"shards={cfg.shards} must divide prompts_per_step={cfg.prompts_per_step}")
+    for name in ("model_lr", "router_lr", "clip_eps", "grad_clip"):
+        check_float(name, getattr(cfg, name))
+    check_float("dual_clip", cfg.dual_clip, 1.0, hint="the bound c |A| of a factor's loss for A < 0 needs c > 1")
+    check_float("kl_coef", cfg.kl_coef, strict=False)
+    check_float("router_entropy_coef", cfg.router_entropy_coef, strict=False)
+
+
 def check_args(args) -> None:
     """Every argument that needs no file (and the files' existence), before any work; the configs
     check their own fields."""
@@ -178,7 +195,7 @@ def check_args(args) -> None:
         raise ValueError("give --method cot|soft|lbr (the planning experiment is `make synthetic`; "
                          "`--task math` without --method is the math experiment)")
     check_device(args.device)
-    RLConfig(**{k: getattr(args, k) for k in asdict(RLConfig())})
+    check_rl_config(RLConfig(**{k: getattr(args, k) for k in asdict(RLConfig())}))
     check_int("--eval-size", args.eval_size, 1)
     check_int("--eval-samples", args.eval_samples, 1)
     if args.max_new_tokens is not None:
