@@ -51,7 +51,7 @@ def data_sets(gsm8k: str | None, quick: bool, seed: int) -> list[DataSet]:
     n, samples, tokens = (4, 2, 8) if quick else (16, 8, 16)
     out = [DataSet("arithmetic L2", splits(2, seed, {"test": n})["test"], ARITHMETIC_INSTRUCTION, samples, tokens)]
     if gsm8k:
-        n, samples, tokens = (2, 2, 16) if quick else (8, 4, 192)
+        n, samples, tokens = (1, 2, 8) if quick else (8, 4, 192)
         out.append(DataSet("GSM8K", load_problems(gsm8k, quiet=True)[:n], DEFAULT_INSTRUCTION, samples, tokens))
     return out
 
