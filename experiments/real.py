@@ -148,9 +148,11 @@ def report(rows: list[dict], cmd: str, seed: int, seconds: float, skipped_gsm8k:
               "- The whole pipeline on real weights: a GGUF file converted once, the checkpoint's tokenizer, chat "
               "template and stop ids, batched KV-cached `cot` and LBR decoding, the answer checker, Pass@k and "
               "majority vote.",
-              "- A fresh router has learnt nothing about which i.i.d. candidate leads to a right answer, so LBR "
-              "with it is close to plain sampling at the same temperature, while it forwards several tokens per "
-              "committed token. Pass@1 of LBR minus cot here: " + differences(rows) + ".", "",
+              "- A fresh router is uniform over the candidates (its last layer starts at zero), and with i.i.d. "
+              "siblings a uniform pick commits tokens with exactly the model's distribution (tests/README.md, "
+              "'distribution'): LBR with a fresh router is plain sampling at the same temperature, paid for with "
+              "several forward tokens per committed token, and its accuracy differs from cot's by sampling noise "
+              "only. Pass@1 of LBR minus cot here: " + differences(rows) + ".", "",
               "## What this does not show", "",
               "- That LBR helps a real model: that needs a trained router (RL), which this run does not do.",
               "- Accuracy to a precision worth comparing: a few problems and samples, one seed; differences of a "
