@@ -90,6 +90,7 @@ def timings(model, hf, prompts: list[list[int]], tokens: int, repeats: int, seed
             widths=w, max_new_tokens=tokens), NO_EOS, gen()) for p in prompts]
     if hf is not None:
         def generate():
+            """transformers' greedy generate of every prompt, `tokens` tokens each."""
             with torch.no_grad():
                 for p in prompts:  # min_new_tokens: no early stop, as ours
                     hf.generate(torch.tensor([p]), max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,

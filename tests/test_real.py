@@ -35,6 +35,7 @@ def cache(tmp_path_factory):
 
 
 def _run(module, argv, monkeypatch):
+    """`python -m MODULE ARGV` in this process (its main with that argv)."""
     monkeypatch.setattr(sys, "argv", [module.__file__] + argv)
     module.main()
 
