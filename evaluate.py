@@ -127,7 +127,7 @@ def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig,
              n: int, ks: tuple[int, ...], seed: int, chunk: int = 1024, samples: list | None = None) -> dict:
     """Pass@k (unbiased, n samples per problem) overall and per difficulty (task.difficulty),
     majority@k (`majority_vote` over the first k samples' `answer_key`s), and forward tokens per
-    committed token. A task with `groups(example) -> {name: label}` (word problems: level,
+    committed token (out["committed"]: how many were committed in all). A task with `groups(example) -> {name: label}` (word problems: level,
     subject) also gets out["by_NAME"] = {label: {"problems", "pass@k", "majority@k"}}.
     out["n"] is n, out["correct"] the number of correct samples of each problem, in order, and
     out["truncated"] the fraction of samples cut off at max_new_tokens (`truncated`; reward 0).
@@ -180,6 +180,7 @@ def evaluate(model: Transformer, router: Router | None, task, dec: DecodeConfig,
 
     out = summary(list(range(len(examples))))
     out["fwd_per_token"] = fwd / max(committed, 1)
+    out["committed"] = committed  # tokens committed by all samples (experiments/real.py: seconds per token)
     out["n"], out["correct"] = n, count  # per problem: for a paired bootstrap, or Pass@k at other k
     out["truncated"] = sum(cuts) / len(cuts)
     labels = [task.difficulty(e) for e in examples]

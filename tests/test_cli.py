@@ -28,6 +28,7 @@ import sys
 import tempfile
 import traceback
 
+import numpy as np
 import pytest
 import torch
 
@@ -179,6 +180,20 @@ ROWS = [
     ("bench-out-directory", "-m experiments.bench", ["--out", "{tmp}"], r"is a directory"),
     ("bench-too-long", "-m experiments.bench", ["--tokens", "600", "--out", "{tmp}/bench.md"], r"context"),
     ("gpu-check-device", "-m experiments.gpu_check", ["--device", "tpu9"], r"--device"),
+    ("bench-real-out-directory", "-m experiments.bench", ["--real", "--out", "{tmp}"], r"is a directory"),
+    # experiments/real.py: inputs refused before the model loads, nothing written
+    ("real-gsm8k-missing", "-m experiments.real", ["--gsm8k", "{tmp}/no.jsonl", "--out", "{tmp}/real",
+                                                   "--results-dir", "{tmp}/results"], r"--gsm8k .*no such file"),
+    ("real-model-neither-gguf-nor-dir", "-m experiments.real", ["--model", "{file}", "--out", "{tmp}/real",
+                                                                "--results-dir", "{tmp}/results"],
+     r"neither a \.gguf file nor a checkpoint directory"),
+    ("real-model-gguf-missing", "-m experiments.real", ["--model", "{tmp}/no.gguf", "--out", "{tmp}/real",
+                                                        "--results-dir", "{tmp}/results"], r"no such file"),
+    # --model FILE.gguf that is no GGUF file, or a GGUF file cut short
+    ("rl-model-gguf-garbage", "rlvr.py", ["--method", "cot", "--model", "{garbage_gguf}", "--data", "{gsm8k}",
+                                          "--out", "{tmp}/run"], r"garbage\.gguf: not a readable GGUF file"),
+    ("rl-model-gguf-truncated", "rlvr.py", ["--method", "cot", "--model", "{truncated_gguf}", "--data", "{gsm8k}",
+                                            "--out", "{tmp}/run"], r"truncated\.gguf: not a readable GGUF file"),
 ]
 
 
@@ -221,7 +236,8 @@ def files(tmp_path_factory) -> dict[str, str]:
          "planning_run": str(tmp / "planning_run"), "math_run": str(tmp / "math_run"),
          "fake_model": str(tmp / "fake_model"), "latin1": str(tmp / "latin1.jsonl"), "gsm8k": str(tmp / "gsm8k.jsonl"),
          "math_bad": str(tmp / "math_bad.jsonl"), "config_only": str(tmp / "config_only"),
-         "base32": str(tmp / "base32.pt")}
+         "base32": str(tmp / "base32.pt"), "garbage_gguf": str(tmp / "garbage.gguf"),
+         "truncated_gguf": str(tmp / "truncated.gguf")}
     for path, width in ((f["base"], 16), (f["base32"], 32)):
         cfg = ModelConfig.tiny(planning.tokenizer.vocab_size, n_layer=1, n_embd=width, max_seq_len=256)
         train_sft(planning, cfg, SFTConfig(steps=1, batch_size=2, eval_every=1, eval_size=2), path,
@@ -239,6 +255,8 @@ def files(tmp_path_factory) -> dict[str, str]:
     with open(f["base"], "rb") as src:
         data = src.read()
     (tmp / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (tmp / "garbage.gguf").write_bytes(bytes(range(256)) * 8)
+    _write_truncated_gguf(f["truncated_gguf"])
     (tmp / "empty").mkdir()
     os.makedirs(f["fake_model"])
     for name in ("config.json", "tokenizer.json"):  # enough to get past the directory check
@@ -251,6 +269,23 @@ def files(tmp_path_factory) -> dict[str, str]:
     (tmp / "latin1.jsonl").write_bytes(line.encode() + '{"question": "Combien coûte un café?", "answer": "#### 2"}\n'
                                        .encode("latin-1"))
     return f
+
+
+def _write_truncated_gguf(path: str) -> None:
+    """A GGUF file (header, metadata, one tensor) cut off in the middle of its tensor data."""
+    gguf = pytest.importorskip("gguf")
+    w = gguf.GGUFWriter(path + ".whole", "llama")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((64, 32), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with open(path + ".whole", "rb") as src:
+        data = src.read()
+    os.remove(path + ".whole")
+    with open(path, "wb") as dst:
+        dst.write(data[: len(data) // 2])
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
