@@ -107,7 +107,7 @@ class SequenceTrajectory:
         return (self.length - 1).clamp(min=0)
 
     def model_factors(self) -> Tensor:
-        """LogProbFactors of log P(τ) from the model, per row: one per committed token."""
+        """Model factors of log P(τ) per row (a count): one per committed token."""
         return self.length
 
 

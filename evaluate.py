@@ -42,7 +42,7 @@ def generate(model: Transformer, router: Router | None, prompts: list[list[int]]
         if cfg.sampler == "distinct" and max(cfg.widths) > model.cfg.vocab_size:
             raise ValueError(f"the distinct sampler draws siblings without replacement, so no width may exceed the "
                              f"vocabulary ({model.cfg.vocab_size}); got widths {cfg.widths}: lower them or use --sampler iid")
-        if getattr(router, "max_depth", len(cfg.widths)) < len(cfg.widths):  # a readout reads any depth
+        if getattr(router, "max_depth", len(cfg.widths)) < len(cfg.widths):  # a router without max_depth reads any depth
             raise ValueError(f"the router reads trees of depth <= {router.max_depth}, the widths {cfg.widths} have "
                              f"depth {len(cfg.widths)}: build Router(..., max_depth={len(cfg.widths)})")
         return decode_lbr(model, router, prompts, cfg, stop_ids, generator, keep_router_input)

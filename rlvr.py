@@ -44,7 +44,7 @@ from tree import TreeShape
 
 class NonFiniteLoss(ValueError):
     """The RL loss became NaN or inf: the weights are ruined (a learning rate too high for the
-    configuration). A ValueError (the CLI prints one line); the study catches it by this name."""
+    configuration). A ValueError (the CLI prints one line); experiments/ablations.py catches it by this name."""
 
 
 @dataclass

@@ -374,6 +374,10 @@ def main() -> None:
     with malformed(path):
         md = report(res, "python -m experiments.real_study" + (" --quick" if args.quick else "")
                     + (f" --gpu --model {args.model} --data {args.data} --device {args.device}" if args.gpu else ""))
+        if args.quick:
+            title, rest = md.split("\n", 1)
+            md = (f"{title}\n\n> **Quick mode (--quick) checks the pipeline, not the numbers**: one seed, two problems, "
+                  f"one RL step. For the study run `make real-study` without QUICK.\n{rest}")
         plots(res, args.results, stem)
     with open(os.path.join(args.results, f"{stem}.md"), "w") as f:
         f.write(md)
