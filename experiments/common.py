@@ -108,12 +108,19 @@ def plot_learning_curves(curves: dict[str, list[list[float]]], path: str) -> Non
     plt.close(fig)
 
 
-def cached_json(path: str, compute: Callable[[], dict]) -> dict:
+def cached_json(path: str, compute: Callable[[], dict], required: tuple[str, ...] = ()) -> dict:
     """The JSON object at `path` when it exists, else `compute()`, written there atomically first
-    (a killed run leaves no half-written result; the next run computes it again)."""
+    (a killed run leaves no half-written result; the next run computes it again). Raises
+    ValueError naming the file when it is not a JSON object with the `required` keys."""
     if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+        try:
+            saved = read_json_object(path)
+            missing = [k for k in required if k not in saved]
+        except ValueError as e:
+            missing = [str(e)]
+        if missing:
+            raise ValueError(f"{path}: not a result this run wrote (missing {missing[0]}); delete it to compute it again")
+        return saved
     out = compute()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".tmp", "w") as f:

@@ -59,6 +59,9 @@ def main() -> None:
     args = ap.parse_args()
     check_device(args.device)  # e.g. "--device cuda: no CUDA device here; use --device cpu (or auto)"
     device = pick_device(args.device)
+    if args.model:
+        from experiments.real import model_dir
+        args.model = model_dir(args.model)  # a bad --model is refused before any check runs
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     failures: list[str] = []

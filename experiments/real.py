@@ -132,13 +132,13 @@ def differences(rows: list[dict]) -> str:
     return ", ".join(out)
 
 
-def report(rows: list[dict], cmd: str, seed: int, seconds: float, skipped_gsm8k: bool) -> list[str]:
+def report(rows: list[dict], cmd: str, seed: int, seconds: float, skipped_gsm8k: bool, samples: str) -> list[str]:
     """results/real.md: the table, where it comes from, what it shows and what it does not."""
     lines = ["# A real model on a CPU: SmolLM2-135M-Instruct, cot vs LBR with a fresh router", "",
              f"Regenerate: `{cmd}`. Seed {seed} (problems of tasks/arithmetic.py, the router's initial weights, "
              f"the sampling). Temperature {TEMPERATURE} for both methods; LBR widths 4,1, iid siblings, the router "
              f"untrained. Wall time {seconds / 60:.1f} min on {os.cpu_count()} CPU cores ({platform.machine()}), "
-             f"{torch.get_num_threads()} threads, torch {torch.__version__}. Every sample: out/real/samples.jsonl.",
+             f"{torch.get_num_threads()} threads, torch {torch.__version__}. Every sample: {samples}.",
              "", *TABLE_HEAD, *map(table_line, rows), ""]
     if skipped_gsm8k:
         lines += ["GSM8K was not evaluated in this run (no `--gsm8k FILE`; `make real GSM8K=path/test.jsonl`).", ""]
@@ -193,7 +193,7 @@ def main() -> None:
     path = os.path.join(args.results_dir, "real_quick.md" if args.quick else "real.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(report(rows, " ".join(["python -m experiments.real", *flags]), args.seed,
-                                 time.perf_counter() - t0, not args.gsm8k)) + "\n")
+                                 time.perf_counter() - t0, not args.gsm8k, os.path.join(args.out, "samples.jsonl"))) + "\n")
     print(f"wrote {os.path.join(args.out, 'samples.jsonl')} and {path}")
 
 

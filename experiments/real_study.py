@@ -53,7 +53,9 @@ from tasks.word_problems import DEFAULT_INSTRUCTION, load_problems
 from tools.cli import ArgumentParser, check_device, check_in_file, check_out_dir, make_out_dir, run
 from tools.distributed import pick_device
 
+OUT = "out/real_study"
 METHODS = ("cot", "lbr_root", "lbr_d1", "lbr_subtree", "rlvr")
+KEPT = ("pass@1", "fwd_per_token", "n", "correct", "keys", "rewards")  # what every cached evaluation holds
 MIN_PASS1 = 0.05  # the base model's validation Pass@1 a setting needs (well above 0)
 
 
@@ -157,7 +159,8 @@ def validation_job(args: tuple) -> dict:
         model = load_pretrained(ctx["model"], ctx["device"]).requires_grad_(False)
         task = load_task(ctx, setting, seed, sizes, "validation")
         return evaluation(model, None, task, decoder("cot", setting, sizes), sizes, 30_000 + seed, sizes.samples)
-    res = cached_json(os.path.join(out, "validation", f"{setting.key}_n{sizes.samples}_p{sizes.val_size}.json"), compute)
+    res = cached_json(os.path.join(out, "validation", f"{setting.key}_n{sizes.samples}_p{sizes.val_size}.json"), compute,
+                      KEPT + (f"pass@{sizes.samples}",))
     print(f"validation {setting}: pass@1 {res['pass@1']:.3f} pass@{sizes.samples} {res[f'pass@{sizes.samples}']:.3f}",
           flush=True)
     return res
@@ -193,11 +196,25 @@ def method_job(args: tuple) -> dict:
         res = evaluation(model, router, task, dec, sizes, seed, sizes.cot_samples if method == "cot" else sizes.samples)
         return res | {"curve": [h["reward"] for h in hist], "train_seconds": t1 - t0, "test_seconds": time.time() - t1,
                       "router_input_mb": max((h.get("router_input_mb", 0.0) for h in hist), default=0.0)}
-    res = cached_json(os.path.join(run_dir, f"test_n{sizes.samples}-{sizes.cot_samples}_p{sizes.test_size}.json"), compute)
+    res = cached_json(os.path.join(run_dir, f"test_n{sizes.samples}-{sizes.cot_samples}_p{sizes.test_size}.json"), compute,
+                      KEPT + (f"pass@{sizes.samples}", f"majority@{sizes.samples}", "curve", "train_seconds"))
     print(f"[seed {seed}] {method}: test pass@1 {res['pass@1']:.3f} pass@{sizes.samples} "
           f"{res[f'pass@{sizes.samples}']:.3f} ({res['train_seconds'] / 60:.1f} + {res['test_seconds'] / 60:.1f} min)",
           flush=True)
     return res
+
+
+def source_key(ctx: dict) -> str:
+    """The cache folder of a model and data source: a digest of the checkpoint directory's
+    config.json and of the data file's path, size and modification time ('arithmetic' without one),
+    so that runs on another model or data file are never read back as this one's."""
+    with open(os.path.join(ctx["model"], "config.json"), "rb") as f:
+        parts = [os.path.abspath(ctx["model"]), hashlib.sha256(f.read()).hexdigest()]
+    if ctx["data"]:
+        st = os.stat(ctx["data"])
+        parts += [os.path.abspath(ctx["data"]), str(st.st_size), str(st.st_mtime_ns)]
+    name = os.path.basename(os.path.normpath(ctx["model"]))
+    return f"{name}-{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:10]}"
 
 
 def study(sizes: StudySizes, ctx: dict, out: str) -> dict:
@@ -252,7 +269,7 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
 
 
-def report(res: dict, cmd: str) -> str:
+def report(res: dict, cmd: str, stem: str = "real_study") -> str:
     s, test, chosen = res["sizes"], res["test"], res["chosen"]
     n, b = s["samples"], budget(test)
     rows = ["| method | Pass@1 | Pass@%d | majority@%d | forward tokens / token | RL + test minutes |" % (n, n),
@@ -301,7 +318,7 @@ def report(res: dict, cmd: str) -> str:
         f"{s['rl']['group_size']} rollouts (GRPO), fixed before any run: router lr {s['rl']['router_lr']:g} (frozen model, "
         f"LBR widths {tuple(s['widths'])}, iid siblings, T_r {s['router_temperature']:g}); rlvr: model lr "
         f"{s['rl']['model_lr']:g} on the last {s['model_layers']} blocks.", "", *rows, "", *drows, "",
-        "![test Pass@1 and Pass@n per method](real_study.png)", "",
+        f"![test Pass@1 and Pass@n per method]({stem}.png)", "",
         "## Does the pretrained model's post-candidate hidden state carry routing evidence here?", "",
         f"**{answer.capitalize()}.** The routers differ only in what they read: `root` the hidden state before the "
         f"candidates (and each candidate's token), `d1` also the hidden state after each candidate, `subtree` also those "
@@ -344,7 +361,7 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="GSM8K- or MATH-style JSONL to split per seed instead of generated "
                     "arithmetic (with --gpu)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--out", default="out/real_study", help="cached runs and evaluations")
+    ap.add_argument("--out", default=OUT, help="cached runs and evaluations (per model and data: a subfolder each)")
     ap.add_argument("--results", default="results", help="where the table, JSON and plots go")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report and plots from the saved JSON")
     args = ap.parse_args()
@@ -367,13 +384,16 @@ def main() -> None:
             sizes = replace(sizes, levels=(0,))
         check_device(args.device)
         ctx = {"model": model_dir(args.model), "data": args.data, "device": pick_device(args.device)}
+        problem_splits(Setting(0, 1.0, ""), sizes.seeds[0], sizes, args.data) if args.data else None  # enough problems?
         make_out_dir(args.results, "--results")
-        res = study(sizes, ctx, args.out) | {"quick": args.quick}
+        res = study(sizes, ctx, os.path.join(args.out, source_key(ctx))) | {"quick": args.quick}
         with open(path, "w") as f:
             json.dump(res, f, indent=1)
     with malformed(path):
-        md = report(res, "python -m experiments.real_study" + (" --quick" if args.quick else "")
-                    + (f" --gpu --model {args.model} --data {args.data} --device {args.device}" if args.gpu else ""))
+        flags = [("--quick", args.quick), ("--gpu", args.gpu), (f"--model {args.model}", args.model),
+                 (f"--data {args.data}", args.data), (f"--device {args.device}", args.device != "cpu"),
+                 (f"--out {args.out}", args.out != OUT), (f"--results {args.results}", args.results != "results")]
+        md = report(res, " ".join(["python -m experiments.real_study"] + [f for f, on in flags if on]), stem)
         if args.quick:
             title, rest = md.split("\n", 1)
             md = (f"{title}\n\n> **Quick mode (--quick) checks the pipeline, not the numbers**: one seed, two problems, "

@@ -211,11 +211,29 @@ def hf_tensors(reader, hf: dict, where: str = "GGUF") -> dict[str, Tensor]:
     return out
 
 
+def check_target(directory: str) -> None:
+    """ValueError unless `directory` may be (re)written by `convert`: a new path, an empty
+    directory, or a checkpoint directory (one with config.json) that is not the working directory
+    or one of its parents. Anything else would be deleted, so it is refused before any work."""
+    target = os.path.abspath(directory or ".")
+    if not directory or target == os.path.abspath(os.sep) or os.path.abspath(os.getcwd()).startswith(target + os.sep) \
+            or target == os.path.abspath(os.getcwd()):
+        raise ValueError(f"{directory!r}: give a new directory for the checkpoint (it is replaced as a whole), "
+                         "not the working directory or one above it")
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"{directory}: exists and is not a directory; give a new directory for the checkpoint")
+    if os.path.isdir(target) and os.listdir(target) and not os.path.isfile(os.path.join(target, "config.json")):
+        raise ValueError(f"{directory}: a directory that holds files but no checkpoint (no config.json); it would be "
+                         "replaced as a whole: give a new or empty directory")
+
+
 def convert(path: str, directory: str) -> None:
     """Write the checkpoint directory of GGUF file `path`: config.json, model.safetensors (float32,
     our writer), tokenizer.json, tokenizer_config.json, generation_config.json. Written into a
-    temporary folder and moved in place, so a failure leaves nothing behind. Raises ValueError
-    for what is not implemented (see the module docstring)."""
+    temporary folder and moved in place, so a failure leaves nothing behind; an existing checkpoint
+    directory is replaced (`check_target` refuses anything else first). Raises ValueError for
+    what is not implemented (see the module docstring)."""
+    check_target(directory)
     meta, reader = read_metadata(path)
     hf = hf_config(meta, path)
     spec, tok_config, generation = tokenizer_files(meta, path)

@@ -71,8 +71,10 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=2, help="problems per level")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if not 1 <= args.n <= 100:
+        raise ValueError(f"-n {args.n}: print between 1 and 100 problems per level")
     for level in LEVELS:
-        for p in splits(level, args.seed, {"train": max(args.n, 0)})["train"]:
+        for p in splits(level, args.seed, {"train": args.n})["train"]:
             print(f"[level {level}] {p.question}  ->  {p.gold}")
 
 

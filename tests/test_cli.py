@@ -170,6 +170,10 @@ ROWS = [
     ("tree-widths-increasing", "tree.py", ["2,3"], r"non-increasing"),
     ("tree-widths-not-int", "tree.py", ["a,b"], r"comma-separated integers"),
     ("tree-widths-huge", "tree.py", ["1000,1000"], r"over 1024 nodes"),
+    # converting into a folder of other files deleted them all (and `.` the working directory)
+    ("gguf-into-a-folder-of-files", "-m pretrained.gguf", ["{tmp}/none.gguf", "{tmp}"], r"no checkpoint"),
+    ("gguf-into-the-working-directory", "-m pretrained.gguf", ["{tmp}/none.gguf", "."], r"working directory"),
+    ("arithmetic-n-0", "-m tasks.arithmetic", ["-n", "0"], r"-n 0"),
     ("real-study-no-model", "-m experiments.real_study", ["--model", "{tmp}/none.gguf", "--out", "{tmp}/o",
                                                           "--results", "{tmp}/r"], r"none.gguf"),
     ("real-study-gpu-without-data", "-m experiments.real_study", ["--gpu", "--out", "{tmp}/o", "--results", "{tmp}/r"],

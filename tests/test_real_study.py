@@ -64,3 +64,24 @@ def test_a_data_file_is_split_per_seed_without_overlap(tmp_path):
     assert len(set(ids)) == 20 and [len(a[k]) for k in ("train", "validation", "test")] == [10, 4, 6]
     with pytest.raises(ValueError, match="needs 21"):
         rs.problem_splits(setting, 0, rs.StudySizes(train_size=11, val_size=4, test_size=6), str(path))
+
+
+def test_a_damaged_cache_file_is_refused_by_name_and_another_source_gets_another_folder(tmp_path):
+    """An empty or edited cached result used to end in a JSON error or a KeyError traceback; and the
+    cache of one --data file was read back as another's."""
+    from experiments.common import cached_json
+    path = tmp_path / "r.json"
+    path.write_text("")
+    with pytest.raises(ValueError, match="r.json.*delete it"):
+        cached_json(str(path), dict, ("pass@1",))
+    path.write_text('{"pass@2": 0}')
+    with pytest.raises(ValueError, match="missing pass@1"):
+        cached_json(str(path), dict, ("pass@1",))
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("x")
+    b.write_text("y")
+    keys = {rs.source_key({"model": str(model), "data": d}) for d in (None, str(a), str(b))}
+    assert len(keys) == 3

@@ -201,7 +201,7 @@ def check_args(args) -> None:
     if args.max_new_tokens is not None:
         check_int("--max-new-tokens", args.max_new_tokens, 1)
     if (args.base is None) == (args.model is None) or args.out is None:
-        raise ValueError("--method needs --out RUN_DIR and one of --base CHECKPOINT (from sft.py) or --model DIR")
+        raise ValueError("--method needs --out RUN_DIR and exactly one of --base CHECKPOINT (from sft.py) or --model DIR")
     if args.data and not args.model:
         raise ValueError("--data needs --model DIR (a pretrained model with its tokenizer.json)")
     greedy = [flag for flag, on in (("--greedy", args.greedy), ("--greedy-router", args.greedy_router)) if on]
