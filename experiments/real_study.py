@@ -303,6 +303,18 @@ def report(res: dict, cmd: str, stem: str = "real_study") -> str:
     else:
         answer = ("not detectably: the intervals of subtree - root and subtree - d1 contain 0, so at this size "
                   "the post-candidate hidden states gave the router no evidence it could use beyond what it reads without them")
+    notes = []
+    gains = {m: diffs[((m, "pass", 1), ("cot", "pass", 1))] for m in METHODS[1:4]}
+    pass_n = {m: statistics.mean(r[f"pass@{n}"] for r in test[m]) for m in METHODS}
+    if all(lo > 0 for _, lo, _ in gains.values()) and max(pass_n[m] for m in METHODS[1:4]) <= pass_n["cot"] + 0.02:
+        notes.append(f"All three routers raise Pass@1 over cot (by {min(g[0] for g in gains.values()):+.3f} to "
+                   f"{max(g[0] for g in gains.values()):+.3f}, intervals above 0), the `root` router included, while "
+                   f"their Pass@{n} does not rise above cot's {pass_n['cot']:.3f}: `root` reads each candidate's "
+                   "log-probability, so a gain all three share is a sharper choice among the model's own samples, "
+                   "not evidence read after the candidate.")
+    budget_ok = [diffs[((m, "pass", 1), ("cot", metric, b))] for m in METHODS[1:4] for metric in ("pass", "majority")]
+    notes.append(f"At LBR's forward budget cot's best-of-{b} is {'above every router (intervals below 0)' if all(hi < 0 for _, _, hi in budget_ok[::2]) else 'not resolved against the routers'}"
+               f" and its majority@{b} {'is below' if all(lo > 0 for _, lo, _ in budget_ok[1::2]) else 'is not resolved against' if any(lo <= 0 <= hi for _, lo, hi in budget_ok[1::2]) else 'is above'} them.")
     wall = res["seconds"] / 60
     return "\n".join([
         "# Routing evidence on a real pretrained model (SmolLM2-135M-Instruct)", "",
@@ -320,13 +332,13 @@ def report(res: dict, cmd: str, stem: str = "real_study") -> str:
         f"{s['rl']['model_lr']:g} on the last {s['model_layers']} blocks.", "", *rows, "", *drows, "",
         f"![test Pass@1 and Pass@n per method]({stem}.png)", "",
         "## Does the pretrained model's post-candidate hidden state carry routing evidence here?", "",
-        f"**{answer.capitalize()}.** The routers differ only in what they read: `root` the hidden state before the "
-        f"candidates (and each candidate's token), `d1` also the hidden state after each candidate, `subtree` also those "
+        f"**{answer[0].upper() + answer[1:]}.** {' '.join(notes)} The routers differ only in what they read: `root` "
+        f"the hidden state before the candidates (and each candidate's token and log-probability), `d1` also the hidden state after each candidate, `subtree` also those "
         f"after its continuation. The compute: {wall:.0f} minutes of {os.cpu_count()} CPU cores for the whole study; "
         f"LBR spends {statistics.mean(r['fwd_per_token'] for m in METHODS[1:4] for r in test[m]):.1f} forward tokens per "
         f"committed token against cot's {statistics.mean(r['fwd_per_token'] for r in test['cot']):.1f}, so the "
         f"fair baselines are cot's best-of-{b} and majority@{b} rows. What this does not show: other models, longer "
-        f"answers (GSM8K), more RL steps, a trained model under the router (LBR joint was not run: it did not fit the time).",
+        f"answers (GSM8K), more RL steps ({s['rl']['steps']} here), a trained model under the router (LBR joint was not run: it did not fit the time).",
         ""])
 
 
