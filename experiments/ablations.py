@@ -58,7 +58,7 @@ from experiments.math import BUDGET, MathSizes, RunSpec, pass_at
 from model import ModelConfig
 from rlvr import NonFiniteLoss, new_router, train_rl
 from router import RouterConfig
-from sft import SFTConfig, train_sft
+from sft import train_sft
 from tasks import get_task
 from tasks.common import Seeds, make_examples
 from tree import TreeShape

@@ -249,8 +249,6 @@ def check_steady_state() -> list[str]:
 
 
 def check_kv_layout() -> list[str]:
-    import torch
-
     from model import ModelConfig, Transformer
     # distinct sizes, so that each axis of the cache tensor can be named by its length
     cfg = ModelConfig(vocab_size=16, n_layer=3, n_head=10, n_kv_head=5, n_embd=40, intermediate_size=8)
@@ -465,7 +463,7 @@ def check_ex_router_sees() -> list[str]:
     mean = lambda key, metric: sum(r["routing"][key][metric] for r in saved["results"]) / len(saved["results"])  # noqa: E731
     table = (ROOT / "results" / "synthetic.md").read_text(encoding="utf-8")
     d1, sub3 = mean("d1@1", "pass@1_j3"), mean("subtree@3", "pass@1_j3")
-    for row in (f"| d1 | any | ", f"| subtree | 3 | "):  # the table shows the same numbers
+    for row in ("| d1 | any | ", "| subtree | 3 | "):  # the table shows the same numbers
         line = next(ln for ln in table.splitlines() if ln.startswith(row))
         assert f"{d1 if 'd1' in row else sub3:.3f}" in line, line
     oracle1 = mean("oracle@1", "pass@1_j3")
