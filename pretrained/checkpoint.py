@@ -321,7 +321,10 @@ def load_pretrained(directory: str, device: torch.device | str = "cpu", dtype: t
     if str(directory).endswith(".gguf"):
         from pretrained.gguf import checkpoint_dir
         directory = checkpoint_dir(directory)
-    cfg = config_from_hf(read_json(directory, "config.json"))
+    try:
+        cfg = config_from_hf(read_json(directory, "config.json"))
+    except ValueError as e:  # name the checkpoint: "DIR/config.json: model_type ..."
+        raise ValueError(f"{os.path.join(directory, '')}{e}" if str(e).startswith("config.json") else str(e)) from None
     with torch.device("meta"):  # no random init of weights that are about to be overwritten
         model = Transformer(cfg)
     expected = {k: v for k, v in model.state_dict().items()}

@@ -399,3 +399,10 @@ def test_rlvr_on_a_pretrained_checkpoint_and_gsm8k_file(tmp_path):
     result = json.loads((out / "eval.json").read_text())
     assert 0 <= result["pass@1"] <= 1 and result["fwd_per_token"] > 1
     assert (out / "metrics.jsonl").exists() and (out / "rl.pt").exists()
+
+
+def test_a_bad_config_is_refused_naming_its_checkpoint(tmp_path):
+    """An empty config.json said 'config.json: model_type None ...' without saying which checkpoint."""
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=f"{tmp_path}/config.json: model_type None"):
+        load_pretrained(str(tmp_path))
