@@ -23,8 +23,7 @@ from model import Transformer, autocast
 from router import Router, RouterInput
 from tree import SAMPLERS, LocalTree, TreeShape, parse_widths, sample_categorical
 
-MIN_TEMPERATURE = 1e-4  # lowest temperature accepted: at 1e-4 a logit gap of 0.01 is already 100 nats (argmax in
-# all but name: use greedy decoding), and much lower ones overflow logits / T to inf, inf - inf = NaN
+MIN_TEMPERATURE = 1e-4  # lowest accepted: a logit gap of 0.01 is 100 nats there; lower ones overflow to inf - inf = NaN
 
 
 @dataclass
@@ -113,13 +112,10 @@ class SequenceTrajectory:
 
 @dataclass
 class TreeTrajectory:
-    """A batch of LBR rollouts: every node ever born and every router decision.
-
-    Nodes are indexed per row: the prompt tokens first (a chain), then the nodes in birth
-    order. Together they form the union tree of docs/DESIGN.md §3.4 (the trunk of committed tokens with
-    every pruned subtree hanging off it); likelihood.py derives everything else (each step's
-    root, candidates and subtrees) from `parent` and `birth_step`.
-    """
+    """A batch of LBR rollouts: every node ever born and every router decision. Nodes are indexed
+    per row, the prompt tokens first (a chain), then the nodes in birth order: the union tree of
+    docs/DESIGN.md §3.4, from whose `parent` and `birth_step` likelihood.py derives each step's root,
+    candidates and subtrees."""
     cfg: LBRConfig  # how it was sampled (widths, sampler, temperatures); the replay uses the same
     stop_ids: tuple[int, ...]  # the ids that ended a branch (a sampled one has no children) and the rollout
     prompt_len: Tensor  # (B,)
@@ -231,7 +227,7 @@ class _TreeRecord:
         self.parent[:, :P] = torch.where(ar < plen[:, None], ar - 1, -1)
         self.n_nodes = plen.clone()
         self.choice = torch.zeros(B, steps, dtype=torch.long, device=device)
-        self.router_logp = torch.zeros(B, steps, shape.n_cand, device=device)
+        self.router_logp = torch.zeros(B, steps, shape.widths[0], device=device)  # (B, S, K)
         self.completion = torch.zeros(B, steps, dtype=torch.long, device=device)
         self.router_inputs: list[RouterInput] | None = [] if keep_router_input else None
 
@@ -326,7 +322,7 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
     shape = TreeShape.from_widths(cfg.widths).to(device)
     scratch, trunk_start = shape.n_slots, shape.n_slots + 1  # cache layout: [tree slots | scratch | trunk]
     with autocast(device):
-        cache, prompt, plen, _, h = prefill(model, prompts, trunk_start, cfg.max_new_tokens, shape.max_depth)
+        cache, prompt, plen, _, h = prefill(model, prompts, trunk_start, cfg.max_new_tokens, len(cfg.widths))
         rows = torch.arange(len(prompts), device=device)
         record = _TreeRecord(prompt, plen, cfg.max_new_tokens, shape, keep_router_input)
         tree = LocalTree.start(shape, prompt[rows, plen - 1], h, plen - 1)

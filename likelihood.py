@@ -5,10 +5,9 @@ Log-probabilities of recorded trajectories under the *current* parameters, with 
     lbr:  log P(τ) = Σ_{nodes n born in τ} log q(n) + Σ_{steps t} log π_φ(i_t | tree_t)   (docs/DESIGN.md §3)
 
 A tree trajectory is replayed with one forward over its union tree (prompt, committed trunk, every
-pruned subtree) with an ancestor mask and position = depth: a node's hidden state depends only on
-its ancestors, so this reproduces every hidden state and logit the decoder saw. Each step's root,
-candidates and tree_t are derived from the recorded parent pointers and birth steps; a bookkeeping
-error shows up as a replayed log P(τ) that differs from the recorded one (tests/test_decode.py).
+pruned subtree; ancestor mask, position = depth), which reproduces every hidden state and logit the
+decoder saw (docs/DESIGN.md §3.4); a bookkeeping error shows up as a replayed log P(τ) that differs
+from the recorded one (tests/test_decode.py).
 
 Run `python likelihood.py` to compare recorded and replayed log P(τ) of a few tiny LBR rollouts.
 """

@@ -4,12 +4,10 @@ The language model p_θ: a decoder-only transformer written from scratch.
 Llama / Qwen2 / Qwen3 family: RoPE (optionally Llama 3.1's frequency scaling), RMSNorm, SwiGLU,
 grouped-query attention, optional q/k/v biases (Qwen2) and per-head q/k RMSNorm (Qwen3), tied
 embeddings; module names follow the Hugging Face layout so checkpoints map by name. The tiny GPT
-of the synthetic experiments is a small config of the same code. What LBR needs of it:
-- explicit position ids: a tree node sits at (committed length - 1) + its depth, whatever order it
-  is forwarded in;
-- an explicit boolean attention mask: a tree node attends only to its ancestors (causal is a chain);
-- a KV cache written at explicit slots, which the decoder moves on commit and shift;
-- the final hidden states, which the router reads.
+of the synthetic experiments is a small config of the same code. What LBR needs of it: explicit
+position ids (a tree node sits at (committed length - 1) + its depth), an explicit boolean attention
+mask (a node attends to its ancestors only), a KV cache written at explicit slots (the decoder moves
+them on commit and shift), and the final hidden states (the router reads them).
 
 Run `python model.py` to print the tiny config, its parameter count and a forward's shapes.
 """

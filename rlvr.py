@@ -132,12 +132,8 @@ def grpo_advantages(rewards: Tensor, normalize_std: bool) -> Tensor:
 
 def policy_loss(new: LogProbFactors, old_logp: Tensor, adv: Tensor, clip_eps: float, n_rollouts: int | None = None,
                 dual_clip: float = 3.0) -> Tensor:
-    """PPO-clipped likelihood-ratio loss over every factor, normalised by the number of rollouts
-    B of the whole step (`n_rollouts`; default: these rollouts; a constant, never a length).
-
-    With old_logp = new.logp.detach() (the first epoch) every ratio is 1 and the gradient is
-    -(1/B) Σ_b A_b ∇ log P(τ_b).
-
+    """PPO-clipped likelihood-ratio loss over every factor (the module's L), normalised by the number
+    of rollouts B of the whole step (`n_rollouts`; default: these rollouts; a constant, never a length).
     Dual clip (Ye et al. 2020; verl's clip_ratio_c = 3): for A < 0 the PPO term is r A for r >= 1 - ε,
     unbounded as r grows, so it is bounded below by c A (a factor past r = c gets no gradient).
     """
@@ -162,10 +158,8 @@ def factors_per_token(dec: DecodeConfig) -> int:
 
 def kl_penalty(new: LogProbFactors, ref_logp: Tensor, n_rollouts: int | None = None) -> Tensor:
     """k3 estimate of KL(current || reference) summed over the model's sampled factors, per rollout:
-    e^d - d - 1 with d = log p_ref - log p (Schulman 2020, "Approximating KL divergence").
-
-    d is clamped to [-20, 20] (as verl's 'low_var_kl' and OpenRLHF's 'k3'): e^d overflows float32 at
-    d = 89; a clamped factor contributes e^20 - 21 (or 19 + e^-20) and no gradient."""
+    e^d - d - 1 with d = log p_ref - log p (Schulman 2020, "Approximating KL divergence"), d clamped to
+    [-20, 20] as verl's 'low_var_kl' and OpenRLHF's 'k3' (e^d overflows float32 at d = 89)."""
     d = (ref_logp - new.logp).clamp(-20.0, 20.0)
     k3 = torch.exp(d) - d - 1
     return (k3 * (new.mask & new.is_model_factor)).sum() / (n_rollouts or new.logp.shape[0])

@@ -10,10 +10,9 @@ ablation measures exactly what the lookahead adds:
   d1       root + candidate i's own post-candidate hidden state (a lookahead of one token);
   subtree  root + the post-node hidden states of every node of candidate i's subtree (default).
 
-One mechanism for all three: the root information becomes one vector per candidate; the
-lookahead nodes (none for `root`) are projected, get an embedding of their depth below the
-candidate, and are pooled by one learned attention query; an MLP maps the sum to the score.
-The MLP's last layer starts at zero, so a fresh router is uniform over the candidates (with iid
+One mechanism for all three: the root information is one vector per candidate; the lookahead nodes
+(none for `root`) are projected, embedded with their depth and pooled by one learned query; an MLP
+maps the sum to the score. Its last layer starts at zero: a fresh router is uniform (with iid
 siblings, LBR then commits tokens with exactly the base model's distribution).
 
 Run `python router.py` to print a router's parameter count per feature set.

@@ -9,11 +9,8 @@ tuple w = (w1, ..., wD), non-increasing so that the subtree kept after a commit 
    operations: `missing` children, `sample_children`, `add` once forwarded, `commit` and shift.
 3. The union tree of a record (every node ever born hangs off the committed trunk): `ancestor_mask`,
    `children_table` and `subtree_members` rebuild from parent pointers what the decoder saw.
-
-The sibling samplers and the probability q(n) of a new node (§2.2; `birth_logq`, used by both the
-decoder and the replay):
-  iid       independent draws:                    q(n) = p(t)
-  distinct  without replacement among siblings:   q(n) = p(t) / (1 - Σ_{earlier siblings s} p(s))
+The sibling samplers, `iid` and `distinct` (without replacement), and the probability q(n) of a
+new node: `birth_logq` (§2.2), used by both the decoder and the replay.
 
 Run `python tree.py 4,2` to print the slot layout and shift map of a shape.
 """
@@ -97,14 +94,6 @@ class TreeShape:
     @property
     def n_slots(self) -> int:
         return len(self.parent)
-
-    @property
-    def n_cand(self) -> int:
-        return self.widths[0]
-
-    @property
-    def max_depth(self) -> int:
-        return len(self.widths)
 
     def layout(self) -> str:
         """Human-readable table of slots (used by `python tree.py`)."""

@@ -67,7 +67,7 @@ def decode_lbr_naive(model: Transformer, router: Router, prompts: list[list[int]
     forwards differ. Prompts must have equal lengths (the benchmark's are).
     """
     shape = TreeShape.from_widths(cfg.widths)
-    N, D = shape.n_slots, shape.max_depth
+    N, D = shape.n_slots, len(shape.widths)
     trunk = torch.tensor(prompts)  # (B, L)
     B = trunk.shape[0]
     # path_slots[j]: the slots on the path root -> j at depths 1..D (0 = padding, read after the node: harmless)
