@@ -349,8 +349,8 @@ def decode_lbr(model: Transformer, router: Router, prompts: list[list[int]], cfg
 
 
 if __name__ == "__main__":
-    # `python decode.py [--trace FILE]`: an LBR rollout step by step. The view's code reads checkpoints
-    # and tasks, which sit above decoding, so it lives in tools/trace_view.py and is imported only here.
+    # `python decode.py [--trace FILE]`: a tiny rollout step by step; the view imports no decoder, it is handed this one
+    import sys
     from tools.cli import run
-    from tools.trace_view import main
-    run(main)
+    from tools.trace_render import demo
+    run(lambda: demo(sys.modules[__name__]))

@@ -280,7 +280,7 @@ def update(model: Transformer, router: Router | None, opt: torch.optim.Optimizer
 def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig, cfg: RLConfig,
              out_dir: str, quiet: bool = False) -> list[dict]:
     """Run (or resume) RL; returns the per-step metrics. Writes out_dir/{metrics.jsonl, rl.pt, rollouts.pt}
-    (rollouts.pt: the rollouts of the step last checkpointed, which `python decode.py --rollouts` draws).
+    (rollouts.pt: the rollouts of the step last checkpointed, which `python -m tools.trace_view --rollouts` draws).
     Under torchrun every process calls it; only rank 0 writes."""
     device = model.embed_tokens.weight.device
     rank, world = dist_rank_world()
@@ -315,7 +315,7 @@ def train_rl(model: Transformer, router: Router | None, task, dec: DecodeConfig,
         write_metrics(metrics_path, [row], append=True)
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             save_checkpoint(ckpt_path, step + 1, history, cfg, dec, model, router, opt, ref_model)
-            # with the checkpoint, this step's rollouts (rank 0's first slice), for `python decode.py --rollouts`
+            # with the checkpoint, this step's rollouts (rank 0's first slice), for `python -m tools.trace_view --rollouts`
             save_pt({"step": step + 1, "task": task.name, "vocab_size": model.cfg.vocab_size,
                      "trajectory": batches[0].traj, "rewards": batches[0].rewards}, os.path.join(out_dir, "rollouts.pt"))
     return history

@@ -29,7 +29,6 @@ import dataclasses
 import gc
 import os
 import platform
-import statistics
 import time
 
 import torch
@@ -40,22 +39,7 @@ from likelihood import tree_logprob
 from model import ModelConfig, Transformer
 from router import Router, RouterConfig, RouterInput
 from tree import LocalTree, TreeShape, ancestor_mask, sample_categorical
-
-NO_EOS = 10**6  # an id the model never emits: every rollout runs to the length limit
-
-
-def median_times(fns: list, repeats: int) -> list[float]:
-    """Median wall time of each function; the runs are interleaved (a, b, a, b, ...) so that a
-    slow spell of a shared machine hits every function alike and the ratios stay fair."""
-    times: list[list[float]] = [[] for _ in fns]
-    for fn in fns if repeats > 1 else []:
-        fn()  # warm-up (skipped for single long runs)
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
+from experiments.common import NO_EOS, median_times
 
 
 @torch.no_grad()
@@ -402,7 +386,7 @@ def main() -> None:
                          "(2,2) vs cot and their floors -> results/bench_real.md (experiments/bench_real.py)")
     args = ap.parse_args()
     if args.real:
-        from experiments.bench_real import bench_real  # it imports this module's timing helpers
+        from experiments.bench_real import bench_real  # loads the real model's code only when asked
         args.out = args.out or ("results/bench_real_quick.md" if args.quick else "results/bench_real.md")
         check_out_file(args.out, "--out")
         if args.quick:

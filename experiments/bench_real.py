@@ -21,7 +21,7 @@ import time
 import torch
 
 from decode import CotConfig, LBRConfig, decode_cot, decode_lbr, prefill
-from experiments.bench import NO_EOS, median_times
+from experiments.common import NO_EOS, median_times
 from pretrained.checkpoint import load_pretrained
 from pretrained.gguf import checkpoint_dir, smollm2_path
 from rlvr import new_router

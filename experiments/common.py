@@ -143,5 +143,22 @@ def bootstrap_interval(d: torch.Tensor, resamples: int, seed: int = 0) -> tuple[
     return float(d.mean()), lo, hi
 
 
+NO_EOS = 10**6  # an id the model never emits: every rollout runs to the length limit
+
+
+def median_times(fns: list, repeats: int) -> list[float]:
+    """Median wall time of each function; the runs are interleaved (a, b, a, b, ...) so that a
+    slow spell of a shared machine hits every function alike and the ratios stay fair."""
+    times: list[list[float]] = [[] for _ in fns]
+    for fn in fns if repeats > 1 else []:
+        fn()  # warm-up (skipped for single long runs)
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
 def seed_logger(seed: int) -> Callable[[str], None]:
     return lambda msg: print(f"[seed {seed}] {msg}", flush=True)

@@ -148,15 +148,15 @@ ROWS = [
     # decode.py
     ("decode-steps-0", "decode.py", ["--steps", "0"], r"steps"),
     ("decode-widths-huge", "decode.py", ["--widths", "1000,1000"], r"over 1024 nodes"),
-    ("decode-row-negative", "decode.py", ["--rollouts", "{math_run}/rollouts.pt", "--row", "-1"], r"--row"),
-    ("decode-row-too-big", "decode.py", ["--rollouts", "{math_run}/rollouts.pt", "--row", "99"], r"--row 99"),
+    ("decode-row-negative", "-m tools.trace_view", ["--rollouts", "{math_run}/rollouts.pt", "--row", "-1"], r"--row"),
+    ("decode-row-too-big", "-m tools.trace_view", ["--rollouts", "{math_run}/rollouts.pt", "--row", "99"], r"--row 99"),
     # math rollouts printed in the planning vocabulary used to show the wrong words
-    ("decode-rollouts-other-task", "decode.py", ["--rollouts", "{math_run}/rollouts.pt", "--task", "planning"],
+    ("decode-rollouts-other-task", "-m tools.trace_view", ["--rollouts", "{math_run}/rollouts.pt", "--task", "planning"],
      r"math task"),
-    ("decode-rollouts-missing", "decode.py", ["--rollouts", "{tmp}/nothing.pt"], None),
-    ("decode-rollouts-garbage", "decode.py", ["--rollouts", "{garbage}"], None),
-    ("decode-base-without-task", "decode.py", ["--base", "{base}"], r"--task"),
-    ("decode-planning-base-math-task", "decode.py", ["--task", "math", "--base", "{base}"], None),
+    ("decode-rollouts-missing", "-m tools.trace_view", ["--rollouts", "{tmp}/nothing.pt"], None),
+    ("decode-rollouts-garbage", "-m tools.trace_view", ["--rollouts", "{garbage}"], None),
+    ("decode-base-without-task", "-m tools.trace_view", ["--base", "{base}"], r"--task"),
+    ("decode-planning-base-math-task", "-m tools.trace_view", ["--task", "math", "--base", "{base}"], None),
     ("decode-trace-directory", "decode.py", ["--trace", "{tmp}"], r"is a directory"),
     # pretrained/checkpoint.py, experiments/bench.py, experiments/gpu_check.py
     ("checkpoint-no-config", "-m pretrained.checkpoint", ["{tmp}/empty"], r"config\.json"),
@@ -393,7 +393,7 @@ def test_nothing_was_overwritten(outcomes):
 def test_zygote_equals_interpreter(name, files, outcomes):
     """A forked row gives what a real `python SCRIPT ARGS` gives: the same status and the same stderr."""
     row = next(r for r in ROWS if r[0] == name)
-    real = subprocess.run([sys.executable, row[1]] + [a.format(**files) for a in row[2]], cwd=ROOT, env=ENV,
+    real = subprocess.run([sys.executable, *row[1].split()] + [a.format(**files) for a in row[2]], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=300)
     forked = outcomes[name] if name in outcomes else _run_rows([row], files)[name]
     assert (real.returncode, real.stderr) == (forked.returncode, forked.stderr)

@@ -33,7 +33,8 @@ LAYERS = [  # lowest first; a module may import its own layer and those before i
 # the only imports that point upward: (importer, imported) -> where they may sit and why
 ENTRY_POINTS = {
     ("rlvr", "tools.rl_cli"): ("function", "`python rlvr.py` is the documented command line of GRPO"),
-    ("decode", "tools.trace_view"): ("__main__", "`python decode.py` is the documented step-by-step trace"),
+    ("decode", "tools.trace_render"): ("__main__", "`python decode.py` is the documented step-by-step trace; "
+                                                    "the view imports no decoder, so there is no cycle"),
 }
 
 

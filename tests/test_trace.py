@@ -14,7 +14,8 @@ import torch
 from decode import CotConfig, LBRConfig, decode_cot, decode_lbr
 from soft import SoftConfig, decode_soft
 from helpers import random_router, tiny_model
-from tools.trace_view import NodeView, StepView, render_html, render_text, steps_of
+from tools.trace_render import NodeView, StepView, render_html, render_text
+from tools.trace_view import steps_of
 
 EOS = 5
 ITOS = "abcde<".__getitem__
@@ -106,7 +107,7 @@ def test_soft_trace():
 
 
 def test_trace_of_saved_rl_rollouts(tmp_path):
-    """An RL run saves its latest rollouts; `python decode.py --rollouts` draws one as HTML."""
+    """An RL run saves its latest rollouts; `python -m tools.trace_view --rollouts` draws one as HTML."""
     import sys
     from pathlib import Path
 
@@ -123,7 +124,7 @@ def test_trace_of_saved_rl_rollouts(tmp_path):
     assert saved["step"] == 2 and len(saved["trajectory"].length) == 6 and saved["task"] == "one-token"
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "t.html"
-    run = subprocess.run([sys.executable, "decode.py", "--rollouts", str(tmp_path / "rollouts.pt"), "--row", "4",
+    run = subprocess.run([sys.executable, "-m", "tools.trace_view", "--rollouts", str(tmp_path / "rollouts.pt"), "--row", "4",
                           "--trace", str(out)], cwd=root, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     traj = saved["trajectory"]
@@ -134,7 +135,7 @@ def test_trace_of_saved_rl_rollouts(tmp_path):
 
 
 def test_trace_of_saved_soft_rollouts(tmp_path, monkeypatch, capsys):
-    """`python decode.py --rollouts` of a `rlvr.py --method soft` run used to fail on its record;
+    """`python -m tools.trace_view --rollouts` of a `rlvr.py --method soft` run used to fail on its record;
     it draws the soft steps."""
     import sys
 
@@ -144,7 +145,7 @@ def test_trace_of_saved_soft_rollouts(tmp_path, monkeypatch, capsys):
     train_rl(tiny_model(vocab=4), None, TwoTokenTask(), SoftConfig(k=2, max_new_tokens=3),
              RLConfig(steps=1, prompts_per_step=2, group_size=2), str(tmp_path), quiet=True)
     out = tmp_path / "t.html"
-    monkeypatch.setattr(sys, "argv", ["decode.py", "--rollouts", str(tmp_path / "rollouts.pt"), "--row", "1",
+    monkeypatch.setattr(sys, "argv", ["trace_view.py", "--rollouts", str(tmp_path / "rollouts.pt"), "--row", "1",
                                       "--trace", str(out)])
     trace_view.main()
     assert "a soft rollout" in capsys.readouterr().out
