@@ -396,7 +396,8 @@ def main() -> None:
             sizes = replace(sizes, levels=(0,))
         check_device(args.device)
         ctx = {"model": model_dir(args.model), "data": args.data, "device": pick_device(args.device)}
-        problem_splits(Setting(0, 1.0, ""), sizes.seeds[0], sizes, args.data) if args.data else None  # enough problems?
+        if args.data:  # enough problems for the sizes, checked before any work
+            problem_splits(Setting(0, 1.0, ""), sizes.seeds[0], sizes, args.data)
         make_out_dir(args.results, "--results")
         res = study(sizes, ctx, os.path.join(args.out, source_key(ctx))) | {"quick": args.quick}
         with open(path, "w") as f:
