@@ -147,6 +147,8 @@ ROWS = [
     ("sft-device-unsupported", "sft.py", ["--out", "{tmp}/b.pt", "--device", "xla"], r"xla devices are not supported"),
     # decode.py
     ("decode-steps-0", "decode.py", ["--steps", "0"], r"steps"),
+    # the demo decoded without evaluate.generate's check: distinct siblings past the vocabulary gave log P > 0
+    ("decode-distinct-past-vocabulary", "decode.py", ["--sampler", "distinct", "--widths", "30,2"], r"vocabulary"),
     ("decode-widths-huge", "decode.py", ["--widths", "1000,1000"], r"over 1024 nodes"),
     ("decode-row-negative", "-m tools.trace_view", ["--rollouts", "{math_run}/rollouts.pt", "--row", "-1"], r"--row"),
     ("decode-row-too-big", "-m tools.trace_view", ["--rollouts", "{math_run}/rollouts.pt", "--row", "99"], r"--row 99"),

@@ -309,7 +309,10 @@ def check_demo_args(args, decoding: ModuleType) -> None:
     """Every flag of add_demo_args checked before any work (decoding: the decode module)."""
     check_int("--steps", args.steps, 1)
     if not args.cot:
-        decoding.LBRConfig(widths=args.widths, sampler=args.sampler)  # refuses bad widths
+        widths = decoding.LBRConfig(widths=args.widths, sampler=args.sampler).widths  # refuses bad widths
+        if args.sampler == "distinct" and max(widths) > len(LETTERS) + 1:  # the check evaluate.generate makes
+            raise ValueError(f"--sampler distinct draws siblings without replacement: no width may exceed the tiny "
+                             f"model's vocabulary ({len(LETTERS) + 1}); got --widths {args.widths}")
     if args.trace:
         check_out_file(args.trace, "--trace")
 
